@@ -1,0 +1,57 @@
+"""The ``mlt`` command line: one group, a module per command family."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import click
+
+from mlt import __version__
+from mlt.errors import MltError
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="mlt")
+@click.option("-v", "--verbose", count=True, help="More log output (-v info, -vv debug).")
+def cli(verbose: int) -> None:
+    """mlt: mid-level transfer of CNN features (Oquab et al., CVPR 2014).
+
+    Pretrain a trunk on a source set, cache window features of a target set, train and sweep
+    heads on the cache, evaluate, promote and serve the best model.
+    """
+    level = logging.WARNING - 10 * min(verbose, 2)
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+
+
+def _register() -> None:
+    from mlt.cli import config as config_cmd
+    from mlt.cli import data as data_cmd
+    from mlt.cli import windows as windows_cmd
+
+    cli.add_command(data_cmd.data)
+    cli.add_command(windows_cmd.windows)
+    cli.add_command(config_cmd.config)
+
+
+_register()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Runs the CLI; returns the exit code (MltError → a one-line message and exit code 2)."""
+    try:
+        rv = cli.main(args=argv, prog_name="mlt", standalone_mode=False)
+    except click.ClickException as e:
+        e.show()
+        return e.exit_code
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        return 130
+    except MltError as e:
+        click.echo(f"error: {e}", err=True)
+        return 2
+    return rv if isinstance(rv, int) else 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
