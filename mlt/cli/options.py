@@ -1,0 +1,37 @@
+"""Options shared by every command that takes a run config."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+
+import click
+
+from mlt.config import RunConfig, config_to_yaml, load_config
+
+
+def config_options(func: Callable) -> Callable:
+    """Returns ``func`` wrapped to take ``--config``, ``--print-config`` and ``KEY=VALUE`` overrides.
+
+    The wrapped command receives the validated RunConfig as its ``config`` keyword argument;
+    with ``--print-config`` it prints the resolved YAML and exits without running.
+    """
+
+    @click.option(
+        "--config", "config_path", type=click.Path(dir_okay=False), default=None,
+        help="YAML run config (default: the built-in defaults).",
+    )  # fmt: skip
+    @click.option("--print-config", is_flag=True, help="Print the resolved config and exit.")
+    @click.argument("overrides", nargs=-1, metavar="[KEY=VALUE]...")
+    @functools.wraps(func)
+    def wrapper(*args, config_path: str | None, print_config: bool, overrides: tuple[str, ...], **kwargs):
+        config = load_config(config_path, overrides)
+        if print_config:
+            click.echo(config_to_yaml(config), nl=False)
+            return 0
+        return func(*args, config=config, **kwargs)
+
+    return wrapper
+
+
+__all__ = ["config_options", "RunConfig"]

@@ -1,0 +1,1 @@
+"""Dataset readers: VOC devkits, source sets, label maps, class subsets, downloads."""

@@ -1,0 +1,41 @@
+"""Shared fixtures: where the real data is, and small VOC-format fixtures made per test."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("MLT_DATA", REPO.parent / "shared" / "data"))
+
+
+def _need(path: Path) -> Path:
+    if not path.exists():
+        pytest.skip(f"real data not present: {path}")
+    return path
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """Returns ../shared/data (or $MLT_DATA); skips the test when it is absent."""
+    return _need(SHARED_DATA)
+
+
+@pytest.fixture(scope="session")
+def tinyvoc_root(shared_data: Path) -> Path:
+    """Returns the TinyVOC devkit folder."""
+    return _need(shared_data / "tinyvoc" / "TinyVOC")
+
+
+@pytest.fixture(scope="session")
+def tiny_imagenet_root(shared_data: Path) -> Path:
+    """Returns the Tiny-ImageNet-200 folder."""
+    return _need(shared_data / "tiny-imagenet-200")
+
+
+@pytest.fixture(scope="session")
+def voc2007_lists(shared_data: Path) -> Path:
+    """Returns the genuine VOC 2007 ImageSets/Main folder (lists only, no images)."""
+    return _need(shared_data / "voc2007-imagesets" / "Main")
