@@ -93,10 +93,12 @@ class RangeHandler(BaseHTTPRequestHandler):
             limit, state.drop_after = state.drop_after, None
         if limit is not None:
             body = body[:limit]
-        self.wfile.write(body)
-        self.wfile.flush()
+        # Counted before writing: the client may finish (and the test assert) before this
+        # handler thread runs again after the write.
         with state.lock:
             state.bytes_sent += len(body)
+        self.wfile.write(body)
+        self.wfile.flush()
         self.close_connection = True
 
 
