@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
-
-REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = Path(os.environ.get("MLT_DATA", REPO.parent / "shared" / "data"))
+from datapaths import SHARED_DATA
 
 
 def _need(path: Path) -> Path:

@@ -27,7 +27,7 @@ def windows(image_id: str, dataset_root: str, out: str | None, scale: int, confi
     from PIL import Image
 
     from mlt.data.voc import VocDataset
-    from mlt.windows import label_counts, label_windows, training_mask, image_rng, window_grid
+    from mlt.windows import image_rng, label_counts, label_windows, training_mask, window_grid
     from mlt.windows_draw import draw_windows
 
     wc = config.windows
