@@ -1,2 +1,3 @@
 """mlt: mid-level transfer."""
+
 __version__ = "0.1.0"

@@ -52,7 +52,9 @@ class DataConfig(_Section):
 class WindowsConfig(_Section):
     """The paper's multi-scale square window grid and its labelling rule."""
 
-    scales: list[float] = Field(default_factory=lambda: [1.0, 1.3, 1.6, 2.0, 2.4, 2.8, 3.2, 3.6, 4.0])
+    scales: list[float] = Field(
+        default_factory=lambda: [1.0, 1.3, 1.6, 2.0, 2.4, 2.8, 3.2, 3.6, 4.0]
+    )
     stride_fraction: float = Field(1 / 3, gt=0, le=1)
     window_fraction: float = Field(0.2, ge=0, le=1, description="|P∩B| ≥ this × |P|")
     box_fraction: float = Field(0.6, ge=0, le=1, description="|P∩B| ≥ this × |B|")
@@ -80,9 +82,16 @@ class PretrainConfig(_Section):
     momentum: float = Field(0.9, ge=0, lt=1)
     weight_decay: float = Field(5e-4, ge=0)
     schedule: Literal["plateau", "cosine"] = "plateau"
+    plateau_patience: int = Field(2, ge=0, description="epochs without improvement before ÷10")
+    lr_drops: int = Field(
+        3, ge=0, description="at most this many ÷10 steps (the paper: three stages)"
+    )
     workers: int = Field(1, ge=1)
     use_gpu: bool = False
     loader: Literal["dali", "reference"] = "dali"
+    loader_workers: int = Field(2, ge=0, description="decode threads (DALI) or DataLoader workers")
+    max_failures: int = Field(3, ge=0, description="worker restarts from the last checkpoint")
+    max_train_images: int | None = Field(None, ge=1, description="cap per epoch (smoke runs)")
     seed: int = 0
 
 
@@ -246,7 +255,9 @@ def load_yaml_mapping(path: Path) -> dict:
     return data
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:
+def load_config(
+    path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()
+) -> RunConfig:
     """Returns the validated RunConfig from a YAML file (or the defaults) plus overrides."""
     source = str(path) if path is not None else "<defaults>"
     data = load_yaml_mapping(Path(path)) if path is not None else {}

@@ -36,3 +36,15 @@ def tiny_imagenet_root(shared_data: Path) -> Path:
 def voc2007_lists(shared_data: Path) -> Path:
     """Returns the genuine VOC 2007 ImageSets/Main folder (lists only, no images)."""
     return _need(shared_data / "voc2007-imagesets" / "Main")
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    """Returns the one local Ray session shared by every test that needs Ray (stopped at the end)."""
+    import ray
+
+    from mlt.raysession import ensure_ray
+
+    ensure_ray(num_cpus=4)
+    yield ray
+    ray.shutdown()

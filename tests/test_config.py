@@ -9,17 +9,31 @@ import pytest
 from mlt.config import apply_overrides, config_to_yaml, load_config
 from mlt.errors import InputError
 
+
 def test_defaults_are_the_papers() -> None:
     c = load_config()
     assert c.windows.scales == [1.0, 1.3, 1.6, 2.0, 2.4, 2.8, 3.2, 3.6, 4.0]
-    assert (c.windows.window_fraction, c.windows.box_fraction, c.windows.background_fraction) == (0.2, 0.6, 0.1)
+    assert (c.windows.window_fraction, c.windows.box_fraction, c.windows.background_fraction) == (
+        0.2,
+        0.6,
+        0.1,
+    )
     assert c.eval.k == 5 and c.head.fca_width == 2048 and c.pretrain.lr == 0.01
 
 
 def test_yaml_then_overrides(tmp_path: Path) -> None:
     p = tmp_path / "run.yaml"
     p.write_text("name: t\npretrain:\n  lr: 0.05\n  epochs: 3\nwindows:\n  scales: [1, 2]\n")
-    c = load_config(p, ["pretrain.lr=0.02", "windows.scales=[1,2,4]", "eval.k=max", "data.subset.kind=random", "data.subset.n=100"])
+    c = load_config(
+        p,
+        [
+            "pretrain.lr=0.02",
+            "windows.scales=[1,2,4]",
+            "eval.k=max",
+            "data.subset.kind=random",
+            "data.subset.n=100",
+        ],
+    )
     assert c.name == "t" and c.pretrain.lr == 0.02 and c.pretrain.epochs == 3
     assert c.windows.scales == [1, 2, 4] and c.eval.k == "max"
     assert c.data.subset.kind == "random" and c.data.subset.n == 100
@@ -44,7 +58,9 @@ def test_round_trip_through_yaml(tmp_path: Path) -> None:
         ("bogus=1", "bogus", 1, "no such key"),
     ],
 )
-def test_bad_values_name_field_value_and_expectation(override: str, field: str, value, expected: str) -> None:
+def test_bad_values_name_field_value_and_expectation(
+    override: str, field: str, value, expected: str
+) -> None:
     with pytest.raises(InputError) as info:
         load_config(None, [override])
     e = info.value
@@ -58,12 +74,21 @@ def test_errors_in_a_file_name_the_file(tmp_path: Path) -> None:
     with pytest.raises(InputError) as info:
         load_config(p)
     text = str(info.value)
-    assert str(p) in text and "pretrain.epochs" in text and "'many'" in text and "pretrain.workers" in text
+    assert (
+        str(p) in text
+        and "pretrain.epochs" in text
+        and "'many'" in text
+        and "pretrain.workers" in text
+    )
 
 
 @pytest.mark.parametrize(
     ("text", "fragment"),
-    [("pretrain: [1, 2\n", "valid YAML"), ("- a\n- b\n", "a mapping of sections"), ("pretrain: 3\n", "pretrain")],
+    [
+        ("pretrain: [1, 2\n", "valid YAML"),
+        ("- a\n- b\n", "a mapping of sections"),
+        ("pretrain: 3\n", "pretrain"),
+    ],
 )
 def test_bad_yaml_files(tmp_path: Path, text: str, fragment: str) -> None:
     p = tmp_path / "bad.yaml"

@@ -11,7 +11,20 @@ from vocfixture import small_voc
 from mlt.cli import main
 from mlt.data.inspect import detect_layout, inspect_dataset
 
-TINYVOC_CLASSES = ["bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow", "diningtable", "dog", "sheep", "train"]
+TINYVOC_CLASSES = [
+    "bird",
+    "boat",
+    "bottle",
+    "bus",
+    "car",
+    "cat",
+    "chair",
+    "cow",
+    "diningtable",
+    "dog",
+    "sheep",
+    "train",
+]
 
 
 def run_json(capsys, *args: str) -> tuple[int, list[dict]]:
@@ -47,7 +60,12 @@ def test_tiny_imagenet_layout(capsys, tiny_imagenet_root: Path) -> None:
     assert report["layout"] == "tiny-imagenet"
     assert report["splits"]["train"] == 60000 and report["splits"]["val"] == 10000
     assert report["num_classes"] == 200
-    assert report["image_size"] == {"min_width": 64, "max_width": 64, "min_height": 64, "max_height": 64}
+    assert report["image_size"] == {
+        "min_width": 64,
+        "max_width": 64,
+        "min_height": 64,
+        "max_height": 64,
+    }
     assert code == 0, report["problems"][:5]
 
 
@@ -56,7 +74,9 @@ def test_problems_are_listed_and_exit_code_is_1(capsys, tmp_path: Path) -> None:
     (root / "JPEGImages" / "000004.jpg").unlink()
     (root / "JPEGImages" / "000006.jpg").write_bytes(b"not a jpeg")
     xml = (root / "Annotations" / "000001.xml").read_text()
-    (root / "Annotations" / "000001.xml").write_text(xml.replace("<xmax>30</xmax>", "<xmax>300</xmax>"))
+    (root / "Annotations" / "000001.xml").write_text(
+        xml.replace("<xmax>30</xmax>", "<xmax>300</xmax>")
+    )
     (root / "Annotations" / "000005.xml").write_text("<annotation>")
     (root / "ImageSets/Main/dog_train.txt").write_text("000001 1\n000002 1\n000003 1\n")
     code, (report,) = run_json(capsys, str(root))
@@ -75,7 +95,9 @@ def test_vocdevkit_folder_holds_several(tmp_path: Path) -> None:
     assert detect_layout(tmp_path / "VOCdevkit") == "vocdevkit"
     reports = inspect_dataset(tmp_path / "VOCdevkit", progress=False)
     assert [r.root.name for r in reports] == ["VOC2007", "VOC2012"]
-    assert all(r.ok and r.splits == {"train": 3, "val": 2, "trainval": 5, "test": 2} for r in reports)
+    assert all(
+        r.ok and r.splits == {"train": 3, "val": 2, "trainval": 5, "test": 2} for r in reports
+    )
     assert reports[0].per_class["dog"] == {
         "trainval images": 3, "trainval objects": 4, "trainval difficult": 0, "trainval truncated": 1,
         "test images": 1, "test objects": 1, "test difficult": 1, "test truncated": 0,
@@ -96,4 +118,6 @@ def test_split_with_traversal_id_is_a_problem(capsys, tmp_path: Path, split: str
     path = root / "ImageSets/Main" / f"{split}.txt"
     path.write_text(path.read_text() + "../../etc/passwd\n")
     code, (report,) = run_json(capsys, str(root))
-    assert code == 1 and any("../../etc/passwd" in p and "path separators" in p for p in report["problems"])
+    assert code == 1 and any(
+        "../../etc/passwd" in p and "path separators" in p for p in report["problems"]
+    )

@@ -23,7 +23,9 @@ def readme_table() -> dict[str, list[str]]:
     table: dict[str, list[str]] = {}
     in_table = False
     for line in (DATA / "README.md").read_text().splitlines():
-        cells = [c.strip() for c in line.strip().strip("|").split("|")] if line.startswith("|") else []
+        cells = (
+            [c.strip() for c in line.strip().strip("|").split("|")] if line.startswith("|") else []
+        )
         if cells[:2] == ["VOC class", "Tiny-ImageNet wnids"]:
             in_table = True
         elif in_table and not cells:
@@ -59,13 +61,20 @@ def test_shipped_map_loads_without_data():
 
 
 def test_round_trip(tmp_path):
-    lm = LabelMap(None, ["dog", "yes", "pottedplant"],
-                  {"dog": ["n02085620", "n02094433"], "yes": ["n00000001"], "pottedplant": ["n00000002"]},
-                  name="demo")
+    lm = LabelMap(
+        None,
+        ["dog", "yes", "pottedplant"],
+        {"dog": ["n02085620", "n02094433"], "yes": ["n00000001"], "pottedplant": ["n00000002"]},
+        name="demo",
+    )
     out = tmp_path / "map.yaml"
     dump_label_map(lm, out, names={"n02085620": "Chihuahua"})
     back = load_label_map(out)
-    assert (back.target_classes, back.sources, back.name) == (lm.target_classes, lm.sources, lm.name)
+    assert (back.target_classes, back.sources, back.name) == (
+        lm.target_classes,
+        lm.sources,
+        lm.name,
+    )
     text = out.read_text()
     assert text.startswith("#") and "# Chihuahua, ?" in text and '"yes":' in text
     dump_label_map(load_label_map(TINYVOC_MAP), out)
@@ -81,15 +90,30 @@ def _write(tmp_path: Path, text: str) -> Path:
 @pytest.mark.parametrize(
     ("text", "field", "value", "kind"),
     [
-        ("classes:\n  dog: [n02085620]\n  cat: [n02123045]\n  dog: [n02094433]\n", "classes.dog", "dog", "duplicate key"),
+        (
+            "classes:\n  dog: [n02085620]\n  cat: [n02123045]\n  dog: [n02094433]\n",
+            "classes.dog",
+            "dog",
+            "duplicate key",
+        ),
         ("name: a\nname: b\nclasses:\n  dog: [n02085620]\n", "name", "name", "duplicate key"),
-        ("classes:\n  dog: [n02085620, n02123045]\n  cat: [n02123045]\n", "classes.cat", "n02123045", "duplicate wnid"),
+        (
+            "classes:\n  dog: [n02085620, n02123045]\n  cat: [n02123045]\n",
+            "classes.cat",
+            "n02123045",
+            "duplicate wnid",
+        ),
         ("classes:\n  dog: [n02085620, n02085620]\n", "classes.dog", "n02085620", "duplicate wnid"),
         ("classes:\n  bird: [n02058221, n123]\n", "classes.bird[1]", "n123", "bad wnid"),
         ("classes:\n  bird: [n02058221, 2058221]\n", "classes.bird[1]", "2058221", "bad wnid"),
         ("classes:\n  bird: []\n", "classes.bird", "[]", "bad value"),
         ("classes:\n  bird: n02058221\n", "classes.bird", "n02058221", "bad value"),
-        ("classes:\n  background: [n02058221]\n", "classes.background", "background", "bad class name"),
+        (
+            "classes:\n  background: [n02058221]\n",
+            "classes.background",
+            "background",
+            "bad class name",
+        ),
         ("name: x\n", "classes", "None", "missing classes"),
         ("- a\n- b\n", None, "['a', 'b']", "bad label map"),
         ("clases:\n  bird: [n02058221]\n", "clases", "clases", "unknown key"),

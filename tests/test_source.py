@@ -11,7 +11,9 @@ from mlt.data.source import detect_source_layout, natural_key, read_class_names,
 from mlt.errors import InputError, SkipLog
 
 TINY = DATA / "tiny-imagenet-200"
-needs_tiny = pytest.mark.skipif(not (TINY / "wnids.txt").is_file(), reason=f"no Tiny-ImageNet at {TINY}")
+needs_tiny = pytest.mark.skipif(
+    not (TINY / "wnids.txt").is_file(), reason=f"no Tiny-ImageNet at {TINY}"
+)
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +58,9 @@ def test_tiny_boxes_become_half_open(tiny_train, tiny_val):
     assert sample.wnid == wnid
     assert sample.box == (x0, y0, x1 + 1, y1 + 1)
 
-    name, vwnid, *coords = (TINY / "val" / "val_annotations.txt").read_text().splitlines()[5].split()
+    name, vwnid, *coords = (
+        (TINY / "val" / "val_annotations.txt").read_text().splitlines()[5].split()
+    )
     x0, y0, x1, y1 = map(int, coords)
     sample = next(s for s in tiny_val.samples if s.path.name == name)
     assert (sample.wnid, sample.box) == (vwnid, (x0, y0, x1 + 1, y1 + 1))
@@ -119,7 +123,10 @@ def test_imagefolder_tree(tmp_path):
     _touch(tmp_path / "train" / "n00000001" / "notes.txt")  # not an image
     _touch(tmp_path / "train" / "n00000002" / "x.png")
     _touch(tmp_path / "val" / "n00000002" / "v.jpg")
-    _touch(tmp_path.parent / "LOC_synset_mapping.txt", "n00000001 one thing\nn00000002 another, thing\n")
+    _touch(
+        tmp_path.parent / "LOC_synset_mapping.txt",
+        "n00000001 one thing\nn00000002 another, thing\n",
+    )
     assert detect_source_layout(tmp_path) == "imagefolder"
 
     train = read_source(tmp_path)
@@ -152,7 +159,9 @@ def _fake_tiny(root: Path, boxes: str | None = None) -> Path:
         for i in range(3):
             _touch(root / "train" / wnid / "images" / f"{wnid}_{i}.JPEG")
     default = "".join(f"n00000001_{i}.JPEG\t0\t1\t62\t63\n" for i in range(3))
-    _touch(root / "train" / "n00000001" / "n00000001_boxes.txt", default if boxes is None else boxes)
+    _touch(
+        root / "train" / "n00000001" / "n00000001_boxes.txt", default if boxes is None else boxes
+    )
     _touch(root / "val" / "images" / "val_0.JPEG")
     _touch(root / "val" / "val_annotations.txt", "val_0.JPEG\tn00000002\t0\t0\t9\t9\n")
     return root
@@ -166,10 +175,14 @@ def test_fake_tiny_tree_reads(tmp_path):
     assert all(s.box is None for s in sset.samples if s.wnid == "n00000002")  # no boxes file
     assert read_class_names(root) == {"n00000001": "first", "n00000002": "second"}
     val = read_source(root, "val")
-    assert [(s.path.name, s.label, s.box) for s in val.samples] == [("val_0.JPEG", 1, (0.0, 0.0, 10.0, 10.0))]
+    assert [(s.path.name, s.label, s.box) for s in val.samples] == [
+        ("val_0.JPEG", 1, (0.0, 0.0, 10.0, 10.0))
+    ]
 
 
-@pytest.mark.parametrize("bad", ["n00000001_1.JPEG 0 1 62", "n00000001_1.JPEG 0 x 62 63", "n00000001_1.JPEG 9 1 2 63"])
+@pytest.mark.parametrize(
+    "bad", ["n00000001_1.JPEG 0 1 62", "n00000001_1.JPEG 0 x 62 63", "n00000001_1.JPEG 9 1 2 63"]
+)
 def test_malformed_boxes_line_names_file_and_line(tmp_path, bad):
     boxes = f"n00000001_0.JPEG 0 1 62 63\n{bad}\nn00000001_2.JPEG 0 1 62 63\n"
     root = _fake_tiny(tmp_path, boxes)
@@ -198,4 +211,10 @@ def test_missing_images_go_through_skip_bad(tmp_path):
 
 def test_natural_key_orders_numbers():
     names = ["a_10.JPEG", "a_2.JPEG", "a_1.JPEG", "b.JPEG", "a_100.JPEG"]
-    assert sorted(names, key=natural_key) == ["a_1.JPEG", "a_2.JPEG", "a_10.JPEG", "a_100.JPEG", "b.JPEG"]
+    assert sorted(names, key=natural_key) == [
+        "a_1.JPEG",
+        "a_2.JPEG",
+        "a_10.JPEG",
+        "a_100.JPEG",
+        "b.JPEG",
+    ]

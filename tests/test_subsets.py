@@ -16,7 +16,9 @@ from mlt.errors import InputError
 
 WNIDS_FILE = DATA / "tiny-imagenet-200" / "wnids.txt"
 TINYVOC_MAP = Path(__file__).resolve().parents[1] / "configs" / "labelmaps" / "tinyvoc.yaml"
-needs_tiny = pytest.mark.skipif(not WNIDS_FILE.is_file(), reason=f"no Tiny-ImageNet at {WNIDS_FILE}")
+needs_tiny = pytest.mark.skipif(
+    not WNIDS_FILE.is_file(), reason=f"no Tiny-ImageNet at {WNIDS_FILE}"
+)
 
 POOL = [f"n{i:08d}" for i in range(1, 41)]
 SMALL_MAP = LabelMap(None, ["a", "b"], {"a": ["n00000003", "n00000011"], "b": ["n00000020"]})
@@ -50,7 +52,9 @@ def test_related_small_map():
     assert len(two) == 2 and set(two) <= related
     ten = select_classes(POOL, "related", n=10, seed=5, label_map=SMALL_MAP, exclude=["n00000001"])
     assert len(ten) == 10 and related <= set(ten) and "n00000001" not in ten
-    assert select_classes(POOL, "unrelated", label_map=SMALL_MAP) == [w for w in POOL if w not in related]
+    assert select_classes(POOL, "unrelated", label_map=SMALL_MAP) == [
+        w for w in POOL if w not in related
+    ]
     unrelated = select_classes(POOL, "unrelated", n=5, seed=1, label_map=SMALL_MAP)
     assert len(unrelated) == 5 and not set(unrelated) & related
 
@@ -77,7 +81,10 @@ def test_tinyvoc_related_and_unrelated(tiny):
 
 
 def test_list_kind():
-    assert select_classes(POOL, "list", classes=["n00000009", "n00000002", "n00000009"]) == ["n00000002", "n00000009"]
+    assert select_classes(POOL, "list", classes=["n00000009", "n00000002", "n00000009"]) == [
+        "n00000002",
+        "n00000009",
+    ]
     with pytest.raises(InputError) as e:
         select_classes(POOL, "list", classes=["n00000002", "n99999999"])
     assert (e.value.field, e.value.value) == ("subset.classes", "n99999999")
@@ -102,7 +109,11 @@ def test_list_kind():
         ({"kind": "related", "n": 41, "label_map": SMALL_MAP}, "subset.n", 41),
         ({"kind": "unrelated", "n": 38, "label_map": SMALL_MAP}, "subset.n", 38),
         ({"kind": "all", "exclude": ["n77777777"]}, "subset.exclude", "n77777777"),
-        ({"kind": "related", "label_map": SMALL_MAP, "exclude": ["n00000020"]}, "data.label_map", ["n00000020"]),
+        (
+            {"kind": "related", "label_map": SMALL_MAP, "exclude": ["n00000020"]},
+            "data.label_map",
+            ["n00000020"],
+        ),
     ],
 )
 def test_bad_arguments_name_field_and_value(kwargs, field, value):
@@ -128,7 +139,9 @@ def test_subset_digest():
 
 @settings(max_examples=60, deadline=None)
 @given(
-    pool=st.sets(st.integers(0, 10**8 - 1), min_size=1, max_size=60).map(lambda s: [f"n{i:08d}" for i in s]),
+    pool=st.sets(st.integers(0, 10**8 - 1), min_size=1, max_size=60).map(
+        lambda s: [f"n{i:08d}" for i in s]
+    ),
     data=st.data(),
     seed=st.integers(0, 2**32 - 1),
 )

@@ -12,11 +12,18 @@ from mlt.data import voc
 from mlt.errors import InputError, SkipLog
 
 # The devkit's published statistics: images with at least one non-difficult object.
-OFFICIAL_VOC2007 = {"aeroplane": (238, 204), "car": (713, 721), "chair": (445, 417), "person": (2008, 2007)}
+OFFICIAL_VOC2007 = {
+    "aeroplane": (238, 204),
+    "car": (713, 721),
+    "chair": (445, 417),
+    "person": (2008, 2007),
+}
 
 
 @pytest.mark.parametrize("cls", sorted(OFFICIAL_VOC2007))
-def test_voc2007_positive_image_counts_match_official_statistics(voc2007_lists: Path, cls: str) -> None:
+def test_voc2007_positive_image_counts_match_official_statistics(
+    voc2007_lists: Path, cls: str
+) -> None:
     trainval = voc.read_label_list(voc2007_lists / f"{cls}_trainval.txt")
     test = voc.read_label_list(voc2007_lists / f"{cls}_test.txt")
     counts = (sum(v == 1 for v in trainval.values()), sum(v == 1 for v in test.values()))
@@ -162,7 +169,9 @@ def test_bad_objects_name_field_and_value(tmp_path: Path, obj: Obj, field: str, 
 
 
 def test_non_numeric_box_and_bad_size(tmp_path: Path) -> None:
-    xml = annotation_xml(Img("000001", 64, 48, [Obj("cat", 1, 1, 5, 5)])).replace("<xmax>5</xmax>", "<xmax>five</xmax>")
+    xml = annotation_xml(Img("000001", 64, 48, [Obj("cat", 1, 1, 5, 5)])).replace(
+        "<xmax>5</xmax>", "<xmax>five</xmax>"
+    )
     e = _err(voc.parse_annotation, _one(tmp_path, xml))
     assert e.field == "object[0].bndbox.xmax" and e.value == "five"
     xml = annotation_xml(Img("000001", 0, 48))
@@ -171,7 +180,17 @@ def test_non_numeric_box_and_bad_size(tmp_path: Path) -> None:
 
 
 def test_skip_bad_counts_and_keeps_good_objects(tmp_path: Path) -> None:
-    p = _one(tmp_path, annotation_xml(Img("000001", 64, 48, [Obj("cat", 1, 1, 5, 5), Obj("cat", 30, 1, 20, 5), Obj("emu", 1, 1, 5, 5)])))
+    p = _one(
+        tmp_path,
+        annotation_xml(
+            Img(
+                "000001",
+                64,
+                48,
+                [Obj("cat", 1, 1, 5, 5), Obj("cat", 30, 1, 20, 5), Obj("emu", 1, 1, 5, 5)],
+            )
+        ),
+    )
     skip = SkipLog(enabled=True)
     ann = voc.parse_annotation(p, ["cat"], skip)
     assert len(ann.objects) == 1 and skip.count == 2
@@ -214,4 +233,7 @@ def test_action_layout_reads_person_boxes_and_actions(tmp_path: Path) -> None:
     assert len(anns) == 1 and len(anns[0].objects) == 2
     assert anns[0].objects[0].actions == ("jumping", "running")
     assert anns[0].objects[0].box == (1.0, 2.0, 30.0, 40.0)
-    assert voc.read_action_labels(root, "jumping", "train") == {("2010_000001", 1): 1, ("2010_000001", 2): -1}
+    assert voc.read_action_labels(root, "jumping", "train") == {
+        ("2010_000001", 1): 1,
+        ("2010_000001", 2): -1,
+    }

@@ -59,7 +59,9 @@ def write_voc(root: Path, classes: list[str], splits: dict[str, list[Img]], seed
             pixels = rng.integers(0, 255, (img.height, img.width, 3), dtype=np.uint8)
             Image.fromarray(pixels).save(root / "JPEGImages" / f"{img.image_id}.jpg", quality=90)
             (root / "Annotations" / f"{img.image_id}.xml").write_text(annotation_xml(img))
-        (root / "ImageSets/Main" / f"{split}.txt").write_text("".join(f"{i.image_id}\n" for i in imgs))
+        (root / "ImageSets/Main" / f"{split}.txt").write_text(
+            "".join(f"{i.image_id}\n" for i in imgs)
+        )
         for cls in classes:
             lines = []
             for img in imgs:

@@ -18,10 +18,22 @@ def data() -> None:
 @click.argument("root", type=click.Path(path_type=str))
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @click.option("--no-images", is_flag=True, help="Do not open image files (sizes from annotations).")
-@click.option("--sample", type=int, default=None, help="Open at most N images for sizes; 0 = all (default: all for VOC, 2000 for source sets).")
+@click.option(
+    "--sample",
+    type=int,
+    default=None,
+    help="Open at most N images for sizes; 0 = all (default: all for VOC, 2000 for source sets).",
+)
 @click.option("--no-progress", is_flag=True, help="No progress bars.")
 @click.pass_context
-def inspect(ctx: click.Context, root: str, as_json: bool, no_images: bool, sample: int | None, no_progress: bool) -> None:
+def inspect(
+    ctx: click.Context,
+    root: str,
+    as_json: bool,
+    no_images: bool,
+    sample: int | None,
+    no_progress: bool,
+) -> None:
     """Detect the layout of ROOT and report its contents and every problem.
 
     Layouts: a VOC devkit folder (VOC2007, VOC2012, TinyVOC), a VOCdevkit folder holding several,

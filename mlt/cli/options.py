@@ -24,7 +24,9 @@ def config_options(func: Callable) -> Callable:
     @click.option("--print-config", is_flag=True, help="Print the resolved config and exit.")
     @click.argument("overrides", nargs=-1, metavar="[KEY=VALUE]...")
     @functools.wraps(func)
-    def wrapper(*args, config_path: str | None, print_config: bool, overrides: tuple[str, ...], **kwargs):
+    def wrapper(
+        *args, config_path: str | None, print_config: bool, overrides: tuple[str, ...], **kwargs
+    ):
         config = load_config(config_path, overrides)
         if print_config:
             click.echo(config_to_yaml(config), nl=False)

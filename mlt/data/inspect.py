@@ -51,7 +51,9 @@ class Report:
             "num_classes": len(self.per_class),
             "image_size": None
             if self.sizes is None
-            else dict(zip(("min_width", "max_width", "min_height", "max_height"), self.sizes, strict=True)),
+            else dict(
+                zip(("min_width", "max_width", "min_height", "max_height"), self.sizes, strict=True)
+            ),
             "images_size_checked": self.sizes_checked,
             "problems": self.problems,
             "notes": self.notes,
@@ -71,7 +73,9 @@ class Report:
                 out.append(f"  {cls:<{width}} {cells}")
         if self.sizes:
             w0, w1, h0, h1 = self.sizes
-            out.append(f"image size: width {w0}..{w1}, height {h0}..{h1} ({self.sizes_checked:,} images read)")
+            out.append(
+                f"image size: width {w0}..{w1}, height {h0}..{h1} ({self.sizes_checked:,} images read)"
+            )
         out.extend(f"note: {n}" for n in self.notes)
         if self.problems:
             out.append(f"problems: {len(self.problems)}")
@@ -97,7 +101,9 @@ def _subdirs(root: Path) -> list[Path]:
     return sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
 
 
-def inspect_dataset(root: Path, check_images: bool = True, progress: bool = True, sample: int | None = None) -> list[Report]:
+def inspect_dataset(
+    root: Path, check_images: bool = True, progress: bool = True, sample: int | None = None
+) -> list[Report]:
     """Returns one Report per dataset found at ``root`` (a VOCdevkit folder may hold several).
 
     ``sample`` limits how many image files are opened to read their sizes: None means all for
@@ -110,9 +116,15 @@ def inspect_dataset(root: Path, check_images: bool = True, progress: bool = True
     if layout == VOC_LAYOUT:
         return [inspect_voc(root, check_images, progress, sample)]
     if layout == "vocdevkit":
-        return [inspect_voc(p, check_images, progress, sample) for p in _subdirs(root) if detect_layout(p) == VOC_LAYOUT]
+        return [
+            inspect_voc(p, check_images, progress, sample)
+            for p in _subdirs(root)
+            if detect_layout(p) == VOC_LAYOUT
+        ]
     if layout in ("tiny-imagenet", "imagefolder"):
-        return [inspect_source(root, layout, check_images, progress, 2000 if sample is None else sample)]
+        return [
+            inspect_source(root, layout, check_images, progress, 2000 if sample is None else sample)
+        ]
     raise InputError(
         root, "layout", sorted(p.name for p in _subdirs(root))[:10],
         "a VOC devkit (Annotations/, ImageSets/, JPEGImages/), Tiny-ImageNet (wnids.txt, train/) "
@@ -130,7 +142,9 @@ def _image_size(path: Path) -> tuple[int, int]:
     except FileNotFoundError:
         raise InputError(path, None, str(path), "an existing image", kind="missing image") from None
     except (UnidentifiedImageError, OSError) as e:
-        raise InputError(path, None, type(e).__name__, "a readable JPEG/PNG image", kind="bad image") from None
+        raise InputError(
+            path, None, type(e).__name__, "a readable JPEG/PNG image", kind="bad image"
+        ) from None
 
 
 def _pick(items: list, sample: int | None, seed: int = 0) -> list:
@@ -139,12 +153,16 @@ def _pick(items: list, sample: int | None, seed: int = 0) -> list:
     return random.Random(seed).sample(items, sample)
 
 
-def inspect_voc(root: Path, check_images: bool = True, progress: bool = True, sample: int | None = None) -> Report:
+def inspect_voc(
+    root: Path, check_images: bool = True, progress: bool = True, sample: int | None = None
+) -> Report:
     """Returns the Report of one VOC-format devkit folder."""
     report = Report(root, VOC_LAYOUT)
     classes = voc.discover_classes(root)
     if not classes:
-        report.problems.append(f"{root / 'ImageSets/Main'}: no <class>_<split>.txt lists; assuming the 20 VOC classes")
+        report.problems.append(
+            f"{root / 'ImageSets/Main'}: no <class>_<split>.txt lists; assuming the 20 VOC classes"
+        )
         classes = list(voc.VOC_CLASSES)
     report.notes.append(f"classes from ImageSets/Main: {', '.join(classes)}")
     split_ids: dict[str, list[str]] = {}
@@ -161,11 +179,17 @@ def inspect_voc(root: Path, check_images: bool = True, progress: bool = True, sa
     skip = SkipLog(enabled=True)
     dataset = voc.VocDataset(root, tuple(classes), skip)
     count_splits = [s for s in ("trainval", "test") if s in split_ids] or list(split_ids)
-    report.columns = [f"{s} {col}" for s in count_splits for col in ("images", "objects", "difficult", "truncated")]
+    report.columns = [
+        f"{s} {col}"
+        for s in count_splits
+        for col in ("images", "objects", "difficult", "truncated")
+    ]
     per_class: dict[str, Counter] = {c: Counter() for c in classes}
     anns: dict[str, voc.VocAnnotation] = {}
     all_ids = sorted({i for ids in split_ids.values() for i in ids})
-    for image_id in tqdm(all_ids, desc=f"annotations {root.name}", disable=not progress, unit="img"):
+    for image_id in tqdm(
+        all_ids, desc=f"annotations {root.name}", disable=not progress, unit="img"
+    ):
         try:
             anns[image_id] = dataset.annotation(image_id)
         except InputError as e:
@@ -198,17 +222,25 @@ def _check_split_union(report: Report, split_ids: dict[str, list[str]]) -> None:
     if {"train", "val", "trainval"} <= split_ids.keys():
         train, val, trainval = (set(split_ids[s]) for s in ("train", "val", "trainval"))
         if train & val:
-            report.problems.append(f"{len(train & val)} ids are in both train and val, e.g. {sorted(train & val)[0]}")
+            report.problems.append(
+                f"{len(train & val)} ids are in both train and val, e.g. {sorted(train & val)[0]}"
+            )
         if train | val != trainval:
             diff = sorted((train | val) ^ trainval)
-            report.problems.append(f"trainval differs from train ∪ val by {len(diff)} ids, e.g. {diff[0]}")
+            report.problems.append(
+                f"trainval differs from train ∪ val by {len(diff)} ids, e.g. {diff[0]}"
+            )
     if "test" in split_ids and "trainval" in split_ids:
         both = set(split_ids["test"]) & set(split_ids["trainval"])
         if both:
-            report.problems.append(f"{len(both)} ids are in both trainval and test, e.g. {sorted(both)[0]}")
+            report.problems.append(
+                f"{len(both)} ids are in both trainval and test, e.g. {sorted(both)[0]}"
+            )
 
 
-def _check_class_lists(report: Report, dataset: voc.VocDataset, split_ids: dict, anns: dict) -> None:
+def _check_class_lists(
+    report: Report, dataset: voc.VocDataset, split_ids: dict, anns: dict
+) -> None:
     """Compares each ``<class>_<split>.txt`` with the labels the annotations imply."""
     for split, ids in split_ids.items():
         have = [anns[i] for i in ids if i in anns]
@@ -236,10 +268,14 @@ def _check_class_lists(report: Report, dataset: voc.VocDataset, split_ids: dict,
                 )
 
 
-def _check_voc_images(report: Report, dataset: voc.VocDataset, anns: dict, progress: bool, sample: int | None) -> None:
+def _check_voc_images(
+    report: Report, dataset: voc.VocDataset, anns: dict, progress: bool, sample: int | None
+) -> None:
     sizes = []
     chosen = _pick(sorted(anns), sample)
-    for image_id in tqdm(chosen, desc=f"images {dataset.root.name}", disable=not progress, unit="img"):
+    for image_id in tqdm(
+        chosen, desc=f"images {dataset.root.name}", disable=not progress, unit="img"
+    ):
         ann = anns[image_id]
         try:
             w, h = _image_size(dataset.image_path(image_id, ann.filename))
@@ -261,7 +297,13 @@ def _size_range(report: Report, sizes: list[tuple[int, int]], checked: int) -> N
     report.sizes_checked = checked
 
 
-def inspect_source(root: Path, layout: str, check_images: bool = True, progress: bool = True, sample: int | None = 2000) -> Report:
+def inspect_source(
+    root: Path,
+    layout: str,
+    check_images: bool = True,
+    progress: bool = True,
+    sample: int | None = 2000,
+) -> Report:
     """Returns the Report of a Tiny-ImageNet or ImageFolder source set (images per class and split)."""
     report = Report(root, layout)
     splits = [s for s in ("train", "val", "test") if (root / s).is_dir()]
@@ -289,10 +331,14 @@ def inspect_source(root: Path, layout: str, check_images: bool = True, progress:
     names = source_sets.read_class_names(root)
     report.per_class = {w: dict(per_class[w]) for w in sorted(per_class)}
     if names:
-        report.notes.append(f"{len(names)} class names available (e.g. {next(iter(sorted(report.per_class)), '')}: {names.get(next(iter(sorted(report.per_class)), ''), '?')})")
+        report.notes.append(
+            f"{len(names)} class names available (e.g. {next(iter(sorted(report.per_class)), '')}: {names.get(next(iter(sorted(report.per_class)), ''), '?')})"
+        )
     sizes = []
     if check_images:
-        for p in tqdm(_pick(paths, sample), desc=f"images {root.name}", disable=not progress, unit="img"):
+        for p in tqdm(
+            _pick(paths, sample), desc=f"images {root.name}", disable=not progress, unit="img"
+        ):
             try:
                 sizes.append(_image_size(p))
             except InputError as e:

@@ -113,49 +113,108 @@ def load_label_map(path: str | Path, known_wnids: Iterable[str] | None = None) -
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise InputError(path, None, str(path), "an existing label map file", kind="missing file") from None
+        raise InputError(
+            path, None, str(path), "an existing label map file", kind="missing file"
+        ) from None
     except UnicodeDecodeError as e:
-        raise InputError(path, f"byte {e.start}", e.object[e.start : e.start + 8], "UTF-8 text", kind="bad encoding") from None
+        raise InputError(
+            path,
+            f"byte {e.start}",
+            e.object[e.start : e.start + 8],
+            "UTF-8 text",
+            kind="bad encoding",
+        ) from None
     try:
         data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
     except _DuplicateKey as e:
-        raise InputError(path, e.field, e.key, f"each key once (first at line {e.first_line}, again at line {e.line})",
-                         kind="duplicate key") from None
+        raise InputError(
+            path,
+            e.field,
+            e.key,
+            f"each key once (first at line {e.first_line}, again at line {e.line})",
+            kind="duplicate key",
+        ) from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f"line {mark.line + 1}" if mark is not None else None
-        raise InputError(path, where, getattr(e, "problem", None) or str(e), "valid YAML", kind="malformed YAML") from None
+        raise InputError(
+            path, where, getattr(e, "problem", None) or str(e), "valid YAML", kind="malformed YAML"
+        ) from None
     return _validate(path, data, known_wnids)
 
 
 def _validate(path: Path, data: object, known_wnids: Iterable[str] | None) -> LabelMap:
     if not isinstance(data, dict):
-        raise InputError(path, None, data, "a mapping with 'classes' (and optionally 'name')", kind="bad label map")
+        raise InputError(
+            path,
+            None,
+            data,
+            "a mapping with 'classes' (and optionally 'name')",
+            kind="bad label map",
+        )
     extra = [k for k in data if k not in TOP_LEVEL_KEYS]
     if extra:
-        raise InputError(path, str(extra[0]), extra[0], f"only the keys {list(TOP_LEVEL_KEYS)}", kind="unknown key")
+        raise InputError(
+            path,
+            str(extra[0]),
+            extra[0],
+            f"only the keys {list(TOP_LEVEL_KEYS)}",
+            kind="unknown key",
+        )
     name = data.get("name", "")
     if name is None or not isinstance(name, str | int):
         raise InputError(path, "name", name, "a short name for the label map", kind="bad value")
     classes = data.get("classes")
     if not isinstance(classes, dict) or not classes:
-        raise InputError(path, "classes", classes, "a mapping of target class -> list of source wnids, at least one class",
-                         kind="missing classes" if classes is None else "bad value")
+        raise InputError(
+            path,
+            "classes",
+            classes,
+            "a mapping of target class -> list of source wnids, at least one class",
+            kind="missing classes" if classes is None else "bad value",
+        )
     owner: dict[str, str] = {}
     sources: dict[str, list[str]] = {}
     for cls, wnids in classes.items():
         field = f"classes.{cls}"
         if not isinstance(cls, str) or not CLASS_NAME_RE.fullmatch(cls) or cls == BACKGROUND:
-            raise InputError(path, field, cls, f"a class name of letters, digits, '_', '-', '.', other than '{BACKGROUND}'",
-                             kind="bad class name")
+            raise InputError(
+                path,
+                field,
+                cls,
+                f"a class name of letters, digits, '_', '-', '.', other than '{BACKGROUND}'",
+                kind="bad class name",
+            )
         if not isinstance(wnids, list) or not wnids:
-            raise InputError(path, field, wnids, "a non-empty list of source wnids like [n02085620, n02094433]", kind="bad value")
+            raise InputError(
+                path,
+                field,
+                wnids,
+                "a non-empty list of source wnids like [n02085620, n02094433]",
+                kind="bad value",
+            )
         for i, wnid in enumerate(wnids):
             if not is_wnid(wnid):
-                raise InputError(path, f"{field}[{i}]", wnid, "a WordNet id: 'n' and 8 digits, like n02085620", kind="bad wnid")
+                raise InputError(
+                    path,
+                    f"{field}[{i}]",
+                    wnid,
+                    "a WordNet id: 'n' and 8 digits, like n02085620",
+                    kind="bad wnid",
+                )
             if wnid in owner:
-                where = "twice under this class" if owner[wnid] == cls else f"also under classes.{owner[wnid]}"
-                raise InputError(path, field, wnid, f"each wnid under one class only ({where})", kind="duplicate wnid")
+                where = (
+                    "twice under this class"
+                    if owner[wnid] == cls
+                    else f"also under classes.{owner[wnid]}"
+                )
+                raise InputError(
+                    path,
+                    field,
+                    wnid,
+                    f"each wnid under one class only ({where})",
+                    kind="duplicate wnid",
+                )
             owner[wnid] = cls
         sources[cls] = list(wnids)
     if known_wnids is not None:
@@ -164,13 +223,20 @@ def _validate(path: Path, data: object, known_wnids: Iterable[str] | None) -> La
         if unknown:
             cls, wnid = unknown[0]
             listed = ", ".join(w for _, w in unknown[:8]) + (" ..." if len(unknown) > 8 else "")
-            raise InputError(path, f"classes.{cls}", wnid,
-                             f"wnids of the source set ({len(known)} classes); the label map names "
-                             f"{len(unknown)} unknown classes: {listed}", kind="unknown class")
+            raise InputError(
+                path,
+                f"classes.{cls}",
+                wnid,
+                f"wnids of the source set ({len(known)} classes); the label map names "
+                f"{len(unknown)} unknown classes: {listed}",
+                kind="unknown class",
+            )
     return LabelMap(path, list(sources), sources, str(name))
 
 
-def dump_label_map(label_map: LabelMap, path: str | Path, names: dict[str, str] | None = None) -> None:
+def dump_label_map(
+    label_map: LabelMap, path: str | Path, names: dict[str, str] | None = None
+) -> None:
     """Writes ``label_map`` as YAML to ``path`` (returns None); ``names`` (wnid -> name) become comments."""
     lines = [
         f"# Label map{' ' + label_map.name if label_map.name else ''}: target class -> source classes (WordNet ids).",

@@ -131,18 +131,30 @@ def read_source(
     layout = detect_source_layout(root)
     if layout is None:
         raise InputError(
-            root, None, str(root),
+            root,
+            None,
+            str(root),
             "a Tiny-ImageNet folder (wnids.txt, train/<wnid>/images/) or an ImageFolder "
             "(<split>/<class>/*.JPEG)",
             kind="unknown layout",
         )
     if not (root / split).is_dir():
-        raise InputError(root, "split", split, f"one of the split folders {_subdir_names(root)}", kind="missing split")
+        raise InputError(
+            root,
+            "split",
+            split,
+            f"one of the split folders {_subdir_names(root)}",
+            kind="missing split",
+        )
     if layout == TINY_IMAGENET:
         all_classes = _read_wnids(root / "wnids.txt")
         known_from = root / "wnids.txt"
     else:
-        all_classes = _subdir_names(root / "train") if (root / "train").is_dir() else _subdir_names(root / split)
+        all_classes = (
+            _subdir_names(root / "train")
+            if (root / "train").is_dir()
+            else _subdir_names(root / split)
+        )
         known_from = root / ("train" if (root / "train").is_dir() else split)
     chosen = _restrict(all_classes, classes, known_from)
     label_of = {w: i for i, w in enumerate(chosen)}
@@ -162,13 +174,19 @@ def read_source(
 PerClass = dict[str, list[SourceSample]]
 
 
-def _tiny_train(split_dir: Path, label_of: dict[str, int], known: set[str], skip: SkipLog) -> PerClass:
+def _tiny_train(
+    split_dir: Path, label_of: dict[str, int], known: set[str], skip: SkipLog
+) -> PerClass:
     out: PerClass = {}
     for wnid, label in label_of.items():
         class_dir = split_dir / wnid
         images_dir = class_dir / "images"
         if not images_dir.is_dir():
-            skip.handle(InputError(images_dir, None, wnid, "a folder of the class's images", kind="missing folder"))
+            skip.handle(
+                InputError(
+                    images_dir, None, wnid, "a folder of the class's images", kind="missing folder"
+                )
+            )
             continue
         names = sorted((n for n in _file_names(images_dir) if _is_image(n)), key=natural_key)
         boxes_file = class_dir / f"{wnid}_boxes.txt"
@@ -180,18 +198,30 @@ def _tiny_train(split_dir: Path, label_of: dict[str, int], known: set[str], skip
                 if box is None:
                     continue
                 if tokens[0] not in on_disk:
-                    skip.handle(InputError(boxes_file, f"line {line_no}", tokens[0], f"an image in {images_dir}", kind="missing image"))
+                    skip.handle(
+                        InputError(
+                            boxes_file,
+                            f"line {line_no}",
+                            tokens[0],
+                            f"an image in {images_dir}",
+                            kind="missing image",
+                        )
+                    )
                     continue
                 boxes[tokens[0]] = box
         out[wnid] = [SourceSample(images_dir / n, label, wnid, boxes.get(n)) for n in names]
     return out
 
 
-def _tiny_val(split_dir: Path, label_of: dict[str, int], known: set[str], skip: SkipLog) -> PerClass:
+def _tiny_val(
+    split_dir: Path, label_of: dict[str, int], known: set[str], skip: SkipLog
+) -> PerClass:
     images_dir = split_dir / "images"
     ann = split_dir / "val_annotations.txt"
     if not ann.is_file():
-        raise InputError(ann, None, str(ann), "Tiny-ImageNet's validation labels file", kind="missing file")
+        raise InputError(
+            ann, None, str(ann), "Tiny-ImageNet's validation labels file", kind="missing file"
+        )
     on_disk = set(_file_names(images_dir)) if images_dir.is_dir() else set()
     found: dict[str, list[tuple[str, Box]]] = {}
     for line_no, tokens in _lines(ann):
@@ -200,24 +230,47 @@ def _tiny_val(split_dir: Path, label_of: dict[str, int], known: set[str], skip: 
             continue
         name, wnid = tokens[0], tokens[1]
         if wnid not in known:
-            skip.handle(InputError(ann, f"line {line_no}", wnid, "a wnid listed in wnids.txt", kind="unknown class"))
+            skip.handle(
+                InputError(
+                    ann, f"line {line_no}", wnid, "a wnid listed in wnids.txt", kind="unknown class"
+                )
+            )
         elif name not in on_disk:
-            skip.handle(InputError(ann, f"line {line_no}", name, f"an image in {images_dir}", kind="missing image"))
+            skip.handle(
+                InputError(
+                    ann, f"line {line_no}", name, f"an image in {images_dir}", kind="missing image"
+                )
+            )
         elif wnid in label_of:
             found.setdefault(wnid, []).append((name, box))
     return {
-        wnid: [SourceSample(images_dir / n, label_of[wnid], wnid, b) for n, b in sorted(items, key=lambda t: natural_key(t[0]))]
+        wnid: [
+            SourceSample(images_dir / n, label_of[wnid], wnid, b)
+            for n, b in sorted(items, key=lambda t: natural_key(t[0]))
+        ]
         for wnid, items in found.items()
     }
 
 
-def _unlabelled(split_dir: Path, label_of: dict[str, int], known: set[str], skip: SkipLog) -> PerClass:
+def _unlabelled(
+    split_dir: Path, label_of: dict[str, int], known: set[str], skip: SkipLog
+) -> PerClass:
     return {}
 
 
-def _imagefolder(split_dir: Path, label_of: dict[str, int], known: set[str], skip: SkipLog) -> PerClass:
+def _imagefolder(
+    split_dir: Path, label_of: dict[str, int], known: set[str], skip: SkipLog
+) -> PerClass:
     for extra in sorted(set(_subdir_names(split_dir)) - known):
-        skip.handle(InputError(split_dir / extra, None, extra, f"one of the {len(known)} classes of the train split", kind="unknown class"))
+        skip.handle(
+            InputError(
+                split_dir / extra,
+                None,
+                extra,
+                f"one of the {len(known)} classes of the train split",
+                kind="unknown class",
+            )
+        )
     out: PerClass = {}
     for wnid, label in label_of.items():
         class_dir = split_dir / wnid
@@ -236,12 +289,19 @@ def _restrict(all_classes: list[str], classes: list[str] | None, known_from: Pat
         return sorted(all_classes)
     wanted = sorted(set(classes))
     if not wanted:
-        raise InputError(known_from, "classes", list(classes), "at least one class", kind="empty class list")
+        raise InputError(
+            known_from, "classes", list(classes), "at least one class", kind="empty class list"
+        )
     known = set(all_classes)
     unknown = [w for w in wanted if w not in known]
     if unknown:
-        raise InputError(known_from, "classes", unknown[0] if len(unknown) == 1 else unknown,
-                         f"classes of the source set ({len(known)} in {known_from.name})", kind="unknown class")
+        raise InputError(
+            known_from,
+            "classes",
+            unknown[0] if len(unknown) == 1 else unknown,
+            f"classes of the source set ({len(known)} in {known_from.name})",
+            kind="unknown class",
+        )
     return wanted
 
 
@@ -251,12 +311,19 @@ def _take_first(per_class: PerClass, n: int, split_dir: Path) -> PerClass:
     short = {w: len(s) for w, s in per_class.items() if len(s) < n}
     if short:
         wnid = min(short, key=lambda w: (short[w], w))
-        raise InputError(split_dir, "images_per_class", n,
-                         f"at most the smallest class's image count ({wnid} has {short[wnid]})", kind="too few images")
+        raise InputError(
+            split_dir,
+            "images_per_class",
+            n,
+            f"at most the smallest class's image count ({wnid} has {short[wnid]})",
+            kind="too few images",
+        )
     return {w: s[:n] for w, s in per_class.items()}
 
 
-def _parse_box(tokens: list[str], first: int, file: Path, line_no: int, skip: SkipLog, expected: str) -> Box | None:
+def _parse_box(
+    tokens: list[str], first: int, file: Path, line_no: int, skip: SkipLog, expected: str
+) -> Box | None:
     """Returns the half-open box from the 0-based inclusive ``tokens[first:first+4]``, or None if skipped."""
     bad = len(tokens) != first + 4
     if not bad:
@@ -267,8 +334,15 @@ def _parse_box(tokens: list[str], first: int, file: Path, line_no: int, skip: Sk
         else:
             bad = not (0 <= x0 <= x1 and 0 <= y0 <= y1)
     if bad:
-        skip.handle(InputError(file, f"line {line_no}", " ".join(tokens),
-                               f"{expected} with 0 <= x0 <= x1, 0 <= y0 <= y1 (0-based inclusive)", kind="bad box"))
+        skip.handle(
+            InputError(
+                file,
+                f"line {line_no}",
+                " ".join(tokens),
+                f"{expected} with 0 <= x0 <= x1, 0 <= y0 <= y1 (0-based inclusive)",
+                kind="bad box",
+            )
+        )
         return None
     return (x0, y0, x1 + 1.0, y1 + 1.0)
 
@@ -279,9 +353,17 @@ def _read_wnids(path: Path) -> list[str]:
     for line_no, tokens in _lines(path):
         value = " ".join(tokens)
         if len(tokens) != 1 or not is_wnid(tokens[0]):
-            raise InputError(path, f"line {line_no}", value, "one WordNet id per line, like n01443537", kind="bad wnid")
+            raise InputError(
+                path,
+                f"line {line_no}",
+                value,
+                "one WordNet id per line, like n01443537",
+                kind="bad wnid",
+            )
         if value in seen:
-            raise InputError(path, f"line {line_no}", value, "each wnid once", kind="duplicate wnid")
+            raise InputError(
+                path, f"line {line_no}", value, "each wnid once", kind="duplicate wnid"
+            )
         seen.add(value)
         wnids.append(value)
     if not wnids:
@@ -309,7 +391,13 @@ def _text(path: Path) -> str:
     except FileNotFoundError:
         raise InputError(path, None, str(path), "an existing file", kind="missing file") from None
     except UnicodeDecodeError as e:
-        raise InputError(path, f"byte {e.start}", e.object[e.start : e.start + 8], "UTF-8 text", kind="bad encoding") from None
+        raise InputError(
+            path,
+            f"byte {e.start}",
+            e.object[e.start : e.start + 8],
+            "UTF-8 text",
+            kind="bad encoding",
+        ) from None
 
 
 def _subdir_names(folder: Path) -> list[str]:

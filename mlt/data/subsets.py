@@ -51,7 +51,9 @@ def select_classes(
     "all" and "list". ``exclude`` wnids are never selected.
     """
     if kind not in SUBSET_KINDS:
-        raise InputError(None, "subset.kind", kind, f"one of {list(SUBSET_KINDS)}", kind="bad subset")
+        raise InputError(
+            None, "subset.kind", kind, f"one of {list(SUBSET_KINDS)}", kind="bad subset"
+        )
     if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
         raise InputError(None, "subset.seed", seed, "a non-negative integer", kind="bad value")
     pool = sorted(set(all_wnids))
@@ -59,7 +61,13 @@ def select_classes(
     n = _check_n(n, kind)
     if kind == "list":
         if not classes:
-            raise InputError(None, "subset.classes", classes, "a non-empty list of wnids for kind=list", kind="bad subset")
+            raise InputError(
+                None,
+                "subset.classes",
+                classes,
+                "a non-empty list of wnids for kind=list",
+                kind="bad subset",
+            )
         chosen = _known(classes, pool, "subset.classes")
         _refuse_excluded(chosen, excluded, "subset.classes")
         return sorted(chosen)
@@ -89,10 +97,18 @@ def subset_digest(wnids: Sequence[str]) -> str:
 def _check_n(n: object, kind: str) -> int | None:
     if n is None:
         if kind == "random":
-            raise InputError(None, "subset.n", n, "a class count for kind=random", kind="missing value")
+            raise InputError(
+                None, "subset.n", n, "a class count for kind=random", kind="missing value"
+            )
         return None
     if kind not in _TAKES_N:
-        raise InputError(None, "subset.n", n, f"no n with kind={kind} (n applies to {', '.join(_TAKES_N)})", kind="bad subset")
+        raise InputError(
+            None,
+            "subset.n",
+            n,
+            f"no n with kind={kind} (n applies to {', '.join(_TAKES_N)})",
+            kind="bad subset",
+        )
     try:
         value = operator.index(n)
     except TypeError:
@@ -108,20 +124,36 @@ def _draw(pool: list[str], n: int, seed: int, offset: int = 0) -> list[str]:
     ``offset`` is added to the counts in the error message (for related + others).
     """
     if n > len(pool):
-        raise InputError(None, "subset.n", n + offset, f"at most {len(pool) + offset} classes to choose from", kind="bad value")
+        raise InputError(
+            None,
+            "subset.n",
+            n + offset,
+            f"at most {len(pool) + offset} classes to choose from",
+            kind="bad value",
+        )
     picks = np.random.default_rng(seed).choice(len(pool), size=n, replace=False)
     return sorted(pool[i] for i in picks)
 
 
 def _related(label_map: LabelMap | None, pool: list[str]) -> set[str]:
     if label_map is None:
-        raise InputError(None, "data.label_map", None, "a label map for subset kinds related/unrelated", kind="missing value")
+        raise InputError(
+            None,
+            "data.label_map",
+            None,
+            "a label map for subset kinds related/unrelated",
+            kind="missing value",
+        )
     related = label_map.related_wnids()
     missing = [w for w in related if w not in set(pool)]
     if missing:
-        raise InputError(label_map.path, "classes", missing if len(missing) > 1 else missing[0],
-                         f"wnids of the source set ({len(pool)} classes); the label map names unknown classes",
-                         kind="unknown class")
+        raise InputError(
+            label_map.path,
+            "classes",
+            missing if len(missing) > 1 else missing[0],
+            f"wnids of the source set ({len(pool)} classes); the label map names unknown classes",
+            kind="unknown class",
+        )
     return set(related)
 
 
@@ -131,11 +163,19 @@ def _known(wnids: Sequence[str], pool: list[str], field: str) -> set[str]:
     known = set(pool)
     for w in wnids:
         if w not in known:
-            raise InputError(None, field, w, f"a class of the source set ({len(pool)} classes)", kind="unknown class")
+            raise InputError(
+                None,
+                field,
+                w,
+                f"a class of the source set ({len(pool)} classes)",
+                kind="unknown class",
+            )
     return set(wnids)
 
 
 def _refuse_excluded(chosen: set[str], excluded: set[str], field: str) -> None:
     both = sorted(chosen & excluded)
     if both:
-        raise InputError(None, field, both, "no class that subset.exclude also names", kind="bad subset")
+        raise InputError(
+            None, field, both, "no class that subset.exclude also names", kind="bad subset"
+        )

@@ -84,9 +84,13 @@ def _read_lines(path: Path) -> list[tuple[int, list[str]]]:
     try:
         text = path.read_text(encoding="utf-8-sig")
     except FileNotFoundError:
-        raise InputError(path, None, str(path), "an existing split file", kind="missing file") from None
+        raise InputError(
+            path, None, str(path), "an existing split file", kind="missing file"
+        ) from None
     except UnicodeDecodeError as e:
-        raise InputError(path, f"byte {e.start}", e.object[e.start : e.start + 8], "UTF-8 text") from None
+        raise InputError(
+            path, f"byte {e.start}", e.object[e.start : e.start + 8], "UTF-8 text"
+        ) from None
     return [(n, line.split()) for n, line in enumerate(text.splitlines(), 1) if line.strip()]
 
 
@@ -149,7 +153,9 @@ def read_action_labels(root: Path, action: str, split: str) -> dict[tuple[str, i
     labels: dict[tuple[str, int], int] = {}
     for n, tokens in _read_lines(path):
         if len(tokens) != 3 or not tokens[1].isdigit() or tokens[2] not in ("1", "-1", "0"):
-            raise InputError(path, f"line {n}", " ".join(tokens), "'<image id> <person index> <1|-1|0>'")
+            raise InputError(
+                path, f"line {n}", " ".join(tokens), "'<image id> <person index> <1|-1|0>'"
+            )
         labels[(check_image_id(tokens[0], path, n), int(tokens[1]))] = int(tokens[2])
     return labels
 
@@ -175,7 +181,9 @@ def _text(node, tag: str, file: Path, field_path: str, required: bool = True) ->
     child = node.find(tag)
     if child is None or child.text is None or not child.text.strip():
         if required:
-            raise InputError(file, field_path, None, f"a <{tag}> element with a value", kind="missing field")
+            raise InputError(
+                file, field_path, None, f"a <{tag}> element with a value", kind="missing field"
+            )
         return None
     return child.text.strip()
 
@@ -215,21 +223,35 @@ def parse_annotation(
     try:
         tree = SafeET.parse(str(path))
     except FileNotFoundError:
-        raise InputError(path, None, str(path), "an existing annotation file", kind="missing annotation") from None
+        raise InputError(
+            path, None, str(path), "an existing annotation file", kind="missing annotation"
+        ) from None
     except DefusedXmlException as e:
-        raise InputError(path, None, type(e).__name__, "XML without entities, DTDs or external references", kind="unsafe XML") from None
+        raise InputError(
+            path,
+            None,
+            type(e).__name__,
+            "XML without entities, DTDs or external references",
+            kind="unsafe XML",
+        ) from None
     except SafeET.ParseError as e:
-        raise InputError(path, f"line {e.position[0]}", str(e), "well-formed XML", kind="malformed XML") from None
+        raise InputError(
+            path, f"line {e.position[0]}", str(e), "well-formed XML", kind="malformed XML"
+        ) from None
     root = tree.getroot()
     if root.tag != "annotation":
         raise InputError(path, "root element", root.tag, "<annotation>")
     size = root.find("size")
     if size is None:
-        raise InputError(path, "size", None, "a <size> element with width and height", kind="missing field")
+        raise InputError(
+            path, "size", None, "a <size> element with width and height", kind="missing field"
+        )
     width = _number(size, "width", path, "size.width")
     height = _number(size, "height", path, "size.height")
     if width < 1 or height < 1 or width != int(width) or height != int(height):
-        raise InputError(path, "size", f"{width}x{height}", "positive integer width and height", kind="bad size")
+        raise InputError(
+            path, "size", f"{width}x{height}", "positive integer width and height", kind="bad size"
+        )
     width, height = int(width), int(height)
     known = set(classes) if classes is not None else None
 
@@ -245,20 +267,42 @@ def parse_annotation(
     return VocAnnotation(stem, filename or f"{stem}.jpg", width, height, tuple(objects))
 
 
-def _parse_object(obj, path: Path, where: str, width: int, height: int, known: set[str] | None) -> VocObject:
+def _parse_object(
+    obj, path: Path, where: str, width: int, height: int, known: set[str] | None
+) -> VocObject:
     name = _text(obj, "name", path, f"{where}.name")
     if known is not None and name not in known:
-        raise InputError(path, f"{where}.name", name, f"one of the dataset's classes {sorted(known)}", kind="unknown class")
+        raise InputError(
+            path,
+            f"{where}.name",
+            name,
+            f"one of the dataset's classes {sorted(known)}",
+            kind="unknown class",
+        )
     bb = obj.find("bndbox")
     if bb is None:
         raise InputError(path, f"{where}.bndbox", None, "a <bndbox> element", kind="missing field")
-    xmin, ymin, xmax, ymax = (_number(bb, t, path, f"{where}.bndbox.{t}") for t in ("xmin", "ymin", "xmax", "ymax"))
+    xmin, ymin, xmax, ymax = (
+        _number(bb, t, path, f"{where}.bndbox.{t}") for t in ("xmin", "ymin", "xmax", "ymax")
+    )
     box = (xmin - 1.0, ymin - 1.0, xmax, ymax)
     raw = f"({xmin:g}, {ymin:g}, {xmax:g}, {ymax:g})"
     if box[2] <= box[0] or box[3] <= box[1]:
-        raise InputError(path, f"{where}.bndbox", raw, "xmin <= xmax and ymin <= ymax (1-based inclusive)", kind="bad box")
+        raise InputError(
+            path,
+            f"{where}.bndbox",
+            raw,
+            "xmin <= xmax and ymin <= ymax (1-based inclusive)",
+            kind="bad box",
+        )
     if box[0] < 0 or box[1] < 0 or box[2] > width or box[3] > height:
-        raise InputError(path, f"{where}.bndbox", raw, f"a box inside the {width}x{height} image (1-based, 1..{width} x 1..{height})", kind="bad box")
+        raise InputError(
+            path,
+            f"{where}.bndbox",
+            raw,
+            f"a box inside the {width}x{height} image (1-based, 1..{width} x 1..{height})",
+            kind="bad box",
+        )
     actions: tuple[str, ...] = ()
     acts = obj.find("actions")
     if acts is not None:
@@ -288,7 +332,13 @@ class VocDataset:
     def __post_init__(self) -> None:
         self.root = Path(self.root)
         if not (self.root / "Annotations").is_dir():
-            raise InputError(self.root, "Annotations", None, "a VOC devkit folder with Annotations/, JPEGImages/ and ImageSets/", kind="not a VOC dataset")
+            raise InputError(
+                self.root,
+                "Annotations",
+                None,
+                "a VOC devkit folder with Annotations/, JPEGImages/ and ImageSets/",
+                kind="not a VOC dataset",
+            )
         if not self.classes:
             self.classes = tuple(discover_classes(self.root)) or VOC_CLASSES
 
@@ -317,11 +367,19 @@ class VocDataset:
             p = folder / f"{image_id}{suffix}"
             if p.is_file():
                 return p
-        raise InputError(folder, "image", image_id, f"an image file {image_id}.jpg in {folder}", kind="missing image")
+        raise InputError(
+            folder,
+            "image",
+            image_id,
+            f"an image file {image_id}.jpg in {folder}",
+            kind="missing image",
+        )
 
     def annotation(self, image_id: str) -> VocAnnotation:
         """Returns the parsed annotation of one image (objects of unknown classes are errors)."""
-        return parse_annotation(self.annotation_path(image_id), self.classes, self.skip_bad, image_id)
+        return parse_annotation(
+            self.annotation_path(image_id), self.classes, self.skip_bad, image_id
+        )
 
     def iter_annotations(self, split: str, check_images: bool = True) -> Iterator[VocAnnotation]:
         """Yields the annotation of every image of ``split``; a bad image is skipped under skip_bad."""
@@ -344,7 +402,9 @@ class VocDataset:
         return read_class_labels(self.root, cls, split)
 
 
-def image_level_labels(annotations: Iterable[VocAnnotation], classes: tuple[str, ...] | list[str]) -> np.ndarray:
+def image_level_labels(
+    annotations: Iterable[VocAnnotation], classes: tuple[str, ...] | list[str]
+) -> np.ndarray:
     """Returns an (N, C) int8 matrix of devkit image labels: 1 present, 0 only difficult, -1 absent."""
     anns = list(annotations)
     index = {c: i for i, c in enumerate(classes)}
