@@ -1,0 +1,1 @@
+"""Training loops: plain torch epochs (`loop`) and their Ray Train wiring (`pretrain`)."""
