@@ -7,6 +7,7 @@ import sys
 
 import click
 
+from featurestore.errors import FeatureStoreError
 from mlt import __version__
 from mlt.errors import MltError
 
@@ -27,11 +28,17 @@ def cli(verbose: int) -> None:
 def _register() -> None:
     from mlt.cli import config as config_cmd
     from mlt.cli import data as data_cmd
+    from mlt.cli import extract as extract_cmd
+    from mlt.cli import features as features_cmd
+    from mlt.cli import pretrain as pretrain_cmd
     from mlt.cli import windows as windows_cmd
 
     cli.add_command(data_cmd.data)
     cli.add_command(windows_cmd.windows)
     cli.add_command(config_cmd.config)
+    cli.add_command(pretrain_cmd.pretrain)
+    cli.add_command(extract_cmd.extract)
+    cli.add_command(features_cmd.features)
 
 
 _register()
@@ -47,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
         return 130
-    except MltError as e:
+    except (MltError, FeatureStoreError) as e:
         click.echo(f"error: {e}", err=True)
         return 2
     return rv if isinstance(rv, int) else 0

@@ -1,0 +1,375 @@
+"""Window feature extraction: the frozen trunk's activations for every window of every image.
+
+For each image of the target set (train and test splits) the paper's window grid is built and
+labelled, and the trunk's activations (``fc7``, optionally ``c5``/``fc6``) for every window go
+into a feature set of the LMDB store. Two modes:
+
+- ``crop``: each window is cut out and resized to the trunk's input (the paper's way);
+- ``conv``: C1..C5 run once per image scale (the image resized so that a window of that scale
+  spans the trunk's input), and each window's part of the C5 map is ROI-pooled to the trunk's
+  C5 grid before FC6/FC7 — the paper's suggested fully convolutional evaluation.
+
+``Featurizer`` is the per-process worker (pure torch); ``run_extract`` drives Ray actors over
+image shards, writes through one ``FeatureSetWriter`` (resuming image by image) and records
+an MLflow run with lineage tags.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from featurestore import FeatureStore
+from mlt.checkpoint import state_dict_digest
+from mlt.config import RunConfig, WindowsConfig
+from mlt.data.voc import VocAnnotation, VocDataset
+from mlt.decode import decode_image, make_window_cropper
+from mlt.errors import InputError
+from mlt.windows import label_windows, window_grid
+
+log = logging.getLogger(__name__)
+
+EXTRACTOR_VERSION = "1"
+MODES = ("crop", "conv")
+
+
+@dataclass(frozen=True)
+class ImageItem:
+    """One image to extract: id, split, file and its labelled windows."""
+
+    image_id: str
+    split: str
+    path: str
+    boxes: np.ndarray  # (n, 4) float32
+    scale: np.ndarray  # (n,) float32: the λ of each window
+    label: np.ndarray  # (n,) int16
+
+    def manifest_columns(self) -> dict[str, Any]:
+        """Returns the manifest columns of this image's windows."""
+        return {"boxes": self.boxes, "scale": self.scale, "label": self.label, "split": self.split}
+
+
+def image_windows(
+    ann: VocAnnotation, classes: Sequence[str], wc: WindowsConfig
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Returns (boxes, λ per window, labels) of the image's window grid under ``wc``."""
+    grid = window_grid(ann.width, ann.height, tuple(wc.scales), wc.stride_fraction)
+    labels = label_windows(
+        grid.boxes, ann.boxes(), ann.class_indices(classes), len(classes), difficult=ann.difficult(),
+        window_fraction=wc.window_fraction, box_fraction=wc.box_fraction,
+    )  # fmt: skip
+    scales = np.asarray(grid.scales, dtype=np.float32)[grid.scale_index]
+    return grid.boxes.astype(np.float32), scales, labels.astype(np.int16)
+
+
+def dataset_items(
+    ds: VocDataset, splits: Sequence[str], wc: WindowsConfig
+) -> tuple[list[ImageItem], str]:
+    """Returns the images of ``splits`` with their windows, and the dataset manifest digest.
+
+    The digest covers every (split, image id, annotation bytes) and the class list, so a
+    changed annotation or split gives a different feature-set id.
+    """
+    items: list[ImageItem] = []
+    h = hashlib.sha256(("\t".join(ds.classes) + "\n").encode())
+    seen: set[str] = set()
+    for split in splits:
+        for ann in ds.iter_annotations(split):
+            if ann.image_id in seen:
+                continue
+            seen.add(ann.image_id)
+            xml = ds.annotation_path(ann.image_id).read_bytes()
+            h.update(f"{split}\t{ann.image_id}\t{hashlib.sha256(xml).hexdigest()}\n".encode())
+            boxes, scales, labels = image_windows(ann, ds.classes, wc)
+            path = str(ds.image_path(ann.image_id, ann.filename))
+            items.append(ImageItem(ann.image_id, split, path, boxes, scales, labels))
+    return items, h.hexdigest()[:32]
+
+
+class Featurizer:
+    """Computes a trunk's activations for an image's windows (one per process; holds the trunk)."""
+
+    def __init__(self, model: torch.nn.Module, layers: Sequence[str], mode: str = "crop",
+                 backend: str = "reference", batch_size: int = 256, device: str = "cpu") -> None:  # fmt: skip
+        if mode not in MODES:
+            raise InputError(None, "extract.mode", mode, f"one of {MODES}")
+        self.model = model.eval().to(device)
+        self.layers = tuple(layers)
+        self.mode = mode
+        self.batch_size = batch_size
+        self.device = torch.device("cuda" if device == "gpu" else device)
+        self.cropper = make_window_cropper(
+            backend, out_size=model.input_size, mean=model.mean, std=model.std,
+            device="gpu" if self.device.type == "cuda" else "cpu",
+        )  # fmt: skip
+
+    @torch.inference_mode()
+    def __call__(self, path: str, boxes: np.ndarray, scale: np.ndarray) -> dict[str, np.ndarray]:
+        """Returns {layer: (n, dim) float16} activations of the image's windows."""
+        if self.mode == "crop":
+            return self._crop_mode(path, boxes)
+        return self._conv_mode(path, boxes, scale)
+
+    def _forward(self, crops: torch.Tensor) -> dict[str, list[torch.Tensor]]:
+        out: dict[str, list[torch.Tensor]] = {layer: [] for layer in self.layers}
+        for i in range(0, len(crops), self.batch_size):
+            acts = self.model.forward_features(
+                crops[i : i + self.batch_size].to(self.device), self.layers
+            )
+            for layer in self.layers:
+                out[layer].append(acts[layer].flatten(1))
+        return out
+
+    def _crop_mode(self, path: str, boxes: np.ndarray) -> dict[str, np.ndarray]:
+        crops = self.cropper.crop(path, boxes)
+        out = self._forward(crops)
+        return {layer: torch.cat(v).to(torch.float16).cpu().numpy() for layer, v in out.items()}
+
+    def _conv_mode(self, path: str, boxes: np.ndarray, scale: np.ndarray) -> dict[str, np.ndarray]:
+        from mlt.models.roi_pool import roi_pool, window_rois
+
+        image = torch.from_numpy(decode_image(path)).permute(2, 0, 1).float().div_(255)
+        mean = torch.tensor(self.model.mean).view(3, 1, 1)
+        std = torch.tensor(self.model.std).view(3, 1, 1)
+        image = ((image - mean) / std).unsqueeze(0).to(self.device)
+        h, w = image.shape[-2:]
+        geometry = self.model.stride_and_offset()
+        grid = self.model.spec.grid
+        n = len(boxes)
+        result = {layer: None for layer in self.layers}
+        for lam in np.unique(scale):
+            idx = np.nonzero(scale == lam)[0]
+            side = min(w, h) / float(lam)
+            factor = self.model.input_size / side
+            size = (max(1, round(h * factor)), max(1, round(w * factor)))
+            resized = F.interpolate(
+                image, size=size, mode="bilinear", antialias=True, align_corners=False
+            )
+            cmap = self.model.conv_features(resized)
+            rois = window_rois(
+                torch.from_numpy(boxes[idx]),
+                geometry,
+                scale=factor,
+                map_size=tuple(cmap.shape[-2:]),
+            )
+            pooled = roi_pool(cmap, rois.to(self.device), grid, spatial_scale=1.0, sampling="max")
+            acts = self.model.head_from_pooled_c5(pooled, self.layers)
+            for layer in self.layers:
+                a = acts[layer].flatten(1).to(torch.float16).cpu().numpy()
+                if result[layer] is None:
+                    result[layer] = np.empty((n, a.shape[1]), dtype=np.float16)
+                result[layer][idx] = a
+        return result
+
+
+@dataclass
+class Trunk:
+    """A frozen trunk with where it came from."""
+
+    model: torch.nn.Module
+    name: str
+    digest: str
+    run_id: str | None
+    source: str
+
+
+def load_trunk(ref: str) -> Trunk:
+    """Returns the trunk named by ``ref``: a local checkpoint file, an MLflow run id, or a
+    ``runs:/…``/``models:/…`` URI (the trunk logged by ``mlt pretrain``)."""
+    path = Path(ref)
+    if path.is_file():
+        from mlt.checkpoint import load_model_state, read_checkpoint
+        from mlt.models import create_model
+
+        state = read_checkpoint(path)
+        if "model" not in state or "model_name" not in state:
+            raise InputError(
+                path,
+                "model_name",
+                sorted(state)[:8],
+                "an mlt trunk checkpoint (model, model_name, classes)",
+            )
+        model = create_model(
+            state["model_name"], num_classes=len(state.get("classes") or []) or 1000
+        )
+        load_model_state(model, state["model"], path)
+        return Trunk(model.eval(), state["model_name"], state_dict_digest(model), None, str(path))
+    import mlflow.pytorch
+
+    uri = ref if ref.startswith(("runs:/", "models:/")) else f"runs:/{ref}/trunk"
+    try:
+        model = mlflow.pytorch.load_model(uri, map_location="cpu")
+    except Exception as e:  # mlflow raises several types for a missing run/model
+        raise InputError(
+            None, "--trunk", ref, f"a trunk checkpoint file, MLflow run id or model URI ({e})"
+        ) from None
+    run_id = ref if not ref.startswith("models:/") else None
+    if ref.startswith("runs:/"):
+        run_id = ref.split("/")[1]
+    return Trunk(model.eval(), type(model).__name__, state_dict_digest(model), run_id, uri)
+
+
+def feature_inputs(
+    trunk: Trunk,
+    layers: Sequence[str],
+    wc: WindowsConfig,
+    mode: str,
+    backend: str,
+    dataset_digest: str,
+) -> dict:
+    """Returns the inputs that determine a feature set (its id is their hash)."""
+    m = trunk.model
+    return {
+        "trunk_digest": trunk.digest,
+        "layers": list(layers),
+        "grid": {
+            "scales": list(wc.scales),
+            "stride_fraction": wc.stride_fraction,
+            "window_fraction": wc.window_fraction,
+            "box_fraction": wc.box_fraction,
+        },  # fmt: skip
+        "preprocessing": {
+            "input_size": m.input_size,
+            "mean": list(m.mean),
+            "std": list(m.std),
+            "backend": backend,
+        },
+        "mode": mode,
+        "dataset_digest": dataset_digest,
+        "extractor_version": EXTRACTOR_VERSION,
+    }
+
+
+def _chunks(items: Sequence[ImageItem], size: int) -> Iterable[list[ImageItem]]:
+    for i in range(0, len(items), size):
+        yield list(items[i : i + size])
+
+
+class _Worker:
+    """Ray actor body: one Featurizer per process."""
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        layers: Sequence[str],
+        mode: str,
+        backend: str,
+        batch_size: int,
+        threads: int,
+    ) -> None:
+        torch.set_num_threads(max(1, threads))
+        device = "gpu" if torch.cuda.is_available() else "cpu"
+        self.featurizer = Featurizer(model, layers, mode, backend, batch_size, device)
+
+    def run(self, chunk: list[ImageItem]) -> list[tuple[str, dict[str, np.ndarray]]]:
+        return [(it.image_id, self.featurizer(it.path, it.boxes, it.scale)) for it in chunk]
+
+
+def run_extract(
+    config: RunConfig, trunk_ref: str, dataset_root: Path | None = None, progress: bool = True
+) -> dict:
+    """Extracts (or finds) the feature set of ``trunk_ref`` on the target set; returns a summary.
+
+    Same inputs → same feature-set id → nothing is recomputed. An interrupted extraction resumes
+    image by image. The work is spread over ``extract.workers`` Ray actors.
+    """
+    import mlflow
+    import ray
+    from tqdm import tqdm
+
+    from mlt import tracking
+    from mlt.raysession import ensure_ray
+
+    ec, wc = config.extract, config.windows
+    root = Path(dataset_root or config.data.target)
+    ds = VocDataset(root)
+    trunk = load_trunk(trunk_ref)
+    items, ds_digest = dataset_items(ds, [config.data.train_split, config.data.test_split], wc)
+    inputs = feature_inputs(trunk, ec.layers, wc, ec.mode, ec.backend, ds_digest)
+    store = FeatureStore(Path(ec.store))
+    from featurestore import feature_set_id
+
+    set_id = feature_set_id(inputs)
+    if store.exists(set_id):
+        log.info("feature set %s exists: nothing to extract", set_id)
+        return {"feature_set": set_id, "skipped": True, "path": str(store.path(set_id))}
+
+    dims = {layer: trunk.model.feature_dims[layer] for layer in ec.layers}
+    meta = {
+        "trunk_run": trunk.run_id,
+        "trunk_source": trunk.source,
+        "dataset": str(root),
+        "classes": list(ds.classes),
+    }
+    writer = store.writer(inputs, dims, meta)
+    tracking.setup_tracking(config)
+    with tracking.run(config, f"extract-{set_id}", "extract") as active:
+        tracking.log_config(config, sections=("windows", "extract"))
+        tracking.set_tags({"mlt.featureset.id": set_id, "mlt.trunk.run": trunk.run_id, "mlt.trunk.digest": trunk.digest,
+                           "mlt.dataset.digest": ds_digest, "mlt.extract.mode": ec.mode})  # fmt: skip
+        tracking.log_dataset("target", ds_digest, root, "extraction")
+        done = writer.done()
+        todo = [it for it in items if it.image_id not in done]
+        if done:
+            print(
+                f"resuming feature set {set_id}: {len(done)} of {len(items)} images already written",
+                flush=True,
+            )
+        ensure_ray()
+        model_ref = ray.put(trunk.model)  # shipped once through the object store
+        actor_cls = ray.remote(num_cpus=1)(_Worker)
+        threads = max(1, int(ray.cluster_resources().get("CPU", 1)) // ec.workers)
+        actors = [
+            actor_cls.remote(model_ref, ec.layers, ec.mode, ec.backend, ec.batch_size, threads)
+            for _ in range(ec.workers)
+        ]
+        by_id = {it.image_id: it for it in todo}
+        start, windows_done = time.perf_counter(), 0
+        bar = tqdm(total=len(todo), unit="img", desc=f"extract {set_id[:8]}", disable=not progress)
+        try:
+            pending: dict[Any, int] = {}
+            chunks = iter(_chunks(todo, 4))
+            for i, actor in enumerate(actors * 2):  # two chunks in flight per actor
+                chunk = next(chunks, None)
+                if chunk is not None:
+                    pending[actor.run.remote(chunk)] = i % len(actors)
+            while pending:
+                ready, _ = ray.wait(list(pending), num_returns=1)
+                ref = ready[0]
+                a = pending.pop(ref)
+                results = ray.get(ref)
+                writer.put_many(
+                    [(iid, feats, by_id[iid].manifest_columns()) for iid, feats in results]
+                )
+                n = sum(len(by_id[iid].boxes) for iid, _ in results)
+                windows_done += n
+                bar.update(len(results))
+                bar.set_postfix(windows_per_s=f"{windows_done / (time.perf_counter() - start):.0f}")
+                chunk = next(chunks, None)
+                if chunk is not None:
+                    pending[actors[a].run.remote(chunk)] = a
+        except BaseException:
+            writer.abort()  # keep what was written: a rerun resumes from here
+            raise
+        finally:
+            bar.close()
+            for actor in actors:
+                ray.kill(actor)
+        seconds = time.perf_counter() - start
+        fs = writer.commit(run_id=active.info.run_id)
+        counts = fs.meta["counts"]
+        mlflow.log_metrics({"images": counts["images"], "windows": counts["windows"], "extract_seconds": seconds,
+                            "windows_per_s": windows_done / seconds if seconds else 0.0,
+                            "disk_bytes": fs.disk_bytes()})  # fmt: skip
+        return {"feature_set": set_id, "skipped": False, "path": str(store.path(set_id)), "run_id": active.info.run_id,
+                "images": counts["images"], "windows": counts["windows"], "seconds": seconds,
+                "resumed_images": len(done)}  # fmt: skip

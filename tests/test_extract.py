@@ -1,0 +1,104 @@
+"""Window feature extraction into the store: Ray actors, idempotence, resume, conv mode."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from vocfixture import small_voc
+
+from featurestore import FeatureStore
+from mlt.config import load_config
+from mlt.data.voc import VocDataset
+from mlt.extract import Featurizer, dataset_items, feature_inputs, load_trunk, run_extract
+from mlt.models import create_model
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("extract")
+    root = small_voc(tmp / "voc")
+    torch.manual_seed(0)
+    model = create_model("alexnet-small", num_classes=5)
+    ckpt = tmp / "trunk.pt"
+    torch.save(
+        {"model": model.state_dict(), "model_name": "alexnet-small", "classes": list("abcde")}, ckpt
+    )
+    return tmp, root, ckpt
+
+
+def _config(tmp: Path, root: Path, *extra: str):
+    return load_config(None, [f"run_dir={tmp / 'runs'}", f"extract.store={tmp / 'store'}", f"data.target={root}",
+                              "data.train_split=trainval", "extract.workers=2", "extract.backend=reference", *extra])  # fmt: skip
+
+
+def test_extract_then_skip_then_verify(ray_session, setup) -> None:
+    tmp, root, ckpt = setup
+    config = _config(tmp, root)
+    first = run_extract(config, str(ckpt), progress=False)
+    assert not first["skipped"] and first["images"] == 7 and first["resumed_images"] == 0
+    ds = VocDataset(root)
+    items, _ = dataset_items(ds, ["trainval", "test"], config.windows)
+    assert first["windows"] == sum(len(it.boxes) for it in items)
+
+    fs = FeatureStore(tmp / "store").open(first["feature_set"])
+    assert fs.verify() == []
+    trunk = load_trunk(str(ckpt))
+    featurizer = Featurizer(trunk.model, ["fc7"], "crop", "reference")
+    it = items[0]
+    expected = featurizer(it.path, it.boxes, it.scale)["fc7"]
+    np.testing.assert_array_equal(fs.get(it.image_id, "fc7"), expected)
+    labels = fs.labels(fs.select(image_ids=[it.image_id]))
+    np.testing.assert_array_equal(labels, it.label)
+
+    again = run_extract(config, str(ckpt), progress=False)
+    assert again["skipped"] and again["feature_set"] == first["feature_set"]
+
+
+def test_interrupted_extraction_resumes_to_the_same_set(ray_session, setup) -> None:
+    tmp, root, ckpt = setup
+    config = _config(tmp, root, f"extract.store={tmp / 'store2'}")
+    ds = VocDataset(root)
+    items, digest = dataset_items(ds, ["trainval", "test"], config.windows)
+    trunk = load_trunk(str(ckpt))
+    inputs = feature_inputs(trunk, ["fc7"], config.windows, "crop", "reference", digest)
+    store = FeatureStore(tmp / "store2")
+    writer = store.writer(inputs, {"fc7": trunk.model.feature_dims["fc7"]})
+    featurizer = Featurizer(trunk.model, ["fc7"], "crop", "reference")
+    for it in items[:3]:
+        writer.put(it.image_id, featurizer(it.path, it.boxes, it.scale), it.manifest_columns())
+    writer.abort()  # as if the job died here
+    out = run_extract(config, str(ckpt), progress=False)
+    assert out["resumed_images"] == 3 and out["images"] == 7
+    clean = FeatureStore(tmp / "store").open(out["feature_set"])  # the first test's clean run
+    resumed = store.open(out["feature_set"])
+    for it in items:
+        np.testing.assert_array_equal(
+            resumed.get(it.image_id, "fc7"), clean.get(it.image_id, "fc7")
+        )
+    assert resumed.manifest.equals(clean.manifest)
+
+
+def test_conv_mode_is_its_own_set_and_agrees_on_whole_image_windows(ray_session, setup) -> None:
+    tmp, root, ckpt = setup
+    trunk = load_trunk(str(ckpt))
+    crop = Featurizer(trunk.model, ["fc7"], "crop", "reference")
+    conv = Featurizer(trunk.model, ["fc7"], "conv", "reference")
+    ds = VocDataset(root)
+    ann = ds.annotation("000003")  # 40x40: the λ=1 window is the whole image
+    box = np.array([[0, 0, 40, 40]], dtype=np.float32)
+    path = str(ds.image_path("000003"))
+    a = crop(path, box, np.ones(1, np.float32))["fc7"].astype(np.float32)
+    b = conv(path, box, np.ones(1, np.float32))["fc7"].astype(np.float32)
+    assert ann.width == 40
+    np.testing.assert_allclose(a, b, rtol=2e-2, atol=2e-2)
+    out = run_extract(_config(tmp, root, "extract.mode=conv"), str(ckpt), progress=False)
+    assert not out["skipped"] and out["images"] == 7
+    assert (
+        out["feature_set"]
+        != run_extract(_config(tmp, root), str(ckpt), progress=False)["feature_set"]
+    )
