@@ -45,6 +45,7 @@ def test_pretrain_two_workers_then_resume(
     m = first["metrics"]
     assert first["classes"] == 4 and first["epochs"] == 2
     assert m["epoch"] == 1 and m["resumed_from_epoch"] == 0
+    assert m["rank_weight_spread"] == 0.0  # DDP: both ranks hold identical weights after the steps
     assert 0.0 <= m["val_top1"] <= m["val_top5"] <= 1.0
     assert (
         m["val_images"] == 4 * 50 // 2 * 2
@@ -62,8 +63,24 @@ def test_pretrain_two_workers_then_resume(
     assert [h.step for h in history] == [0, 1]
     versions = client.search_model_versions("name='trunk-tiny'")
     assert len(versions) == 1
+    assert versions[0].tags["subset.kind"] == "related" and versions[0].tags["subset.size"] == "4"
+    assert versions[0].tags["trunk.digest"] == first["trunk_digest"]
 
     # the same run with more epochs continues from its last checkpoint
     more = run_pretrain(tiny_config(tmp_path, tiny_imagenet_root, "pretrain.epochs=3"))
     assert more["metrics"]["resumed_from_epoch"] == 2 and more["epochs"] == 3
-    assert [h.step for h in client.get_metric_history(more["run_id"], "train_loss")][-1] == 2
+    losses = client.get_metric_history(more["run_id"], "train_loss")
+    assert [h.step for h in losses] == [0, 1, 2]
+    assert losses[-1].value < losses[0].value  # the loss falls
+
+
+def test_killed_worker_restarts_from_last_checkpoint(ray_session, tmp_path: Path, tiny_imagenet_root: Path, monkeypatch) -> None:
+    from mlt.train.pretrain import FAULT_ENV, run_pretrain
+
+    monkeypatch.chdir(Path(__file__).resolve().parents[1])
+    marker = tmp_path / "killed"
+    monkeypatch.setenv(FAULT_ENV, f"1:1:{marker}")  # SIGKILL rank 1 at the start of epoch 1
+    out = run_pretrain(tiny_config(tmp_path, tiny_imagenet_root, "pretrain.epochs=2", "name=faulty"), register=False)
+    assert marker.exists()  # the fault really happened
+    assert out["epochs"] == 2 and out["metrics"]["epoch"] == 1
+    assert out["metrics"]["resumed_from_epoch"] == 1  # the restarted group loaded epoch 0's checkpoint

@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -32,6 +33,8 @@ from mlt.data.subsets import select_classes, subset_digest
 log = logging.getLogger(__name__)
 
 CHECKPOINT_FILE = "checkpoint.pt"
+#: Reliability tests set this to "<rank>:<epoch>:<marker file>" to SIGKILL a worker once.
+FAULT_ENV = "MLT_FAULT_KILL_WORKER"
 
 
 @dataclass
@@ -143,6 +146,7 @@ def train_worker(payload: dict) -> None:
     mlflow_run = _worker_mlflow(payload) if rank == 0 else None
     try:
         for epoch in range(start_epoch, cfg.epochs):
+            _maybe_inject_fault(payload.get("fault"), epoch, rank)
             train_loader.set_epoch(epoch)
             tr = train_one_epoch(
                 model, train_loader, optimizer, device, scaler, amp=on_gpu, channels_last=on_gpu
@@ -150,8 +154,9 @@ def train_worker(payload: dict) -> None:
             va = evaluate(model, val_loader, device, amp=on_gpu, channels_last=on_gpu)
             lr = current_lr(optimizer)
             step_scheduler(scheduler, tr.loss)
+            spread = _weight_spread(model, device)
             metrics = {**tr.as_metrics("train"), **va.as_metrics("val"), "lr": lr, "epoch": epoch,
-                       "resumed_from_epoch": start_epoch}  # fmt: skip
+                       "resumed_from_epoch": start_epoch, "rank_weight_spread": spread}  # fmt: skip
             if mlflow_run is not None:
                 mlflow_run.log_metrics(
                     {k: v for k, v in metrics.items() if k != "epoch"}, step=epoch
@@ -168,6 +173,38 @@ def train_worker(payload: dict) -> None:
     finally:
         train_loader.close()
         val_loader.close()
+
+
+def _weight_spread(model: torch.nn.Module, device: torch.device) -> float:
+    """Returns max - min over ranks of a weight checksum: 0 when DDP kept every rank identical."""
+    import torch.distributed as dist
+
+    total = torch.stack([p.detach().double().sum() for p in model.parameters()]).sum().reshape(1).to(device)
+    if not (dist.is_available() and dist.is_initialized()):
+        return 0.0
+    gathered = [torch.zeros_like(total) for _ in range(dist.get_world_size())]
+    dist.all_gather(gathered, total)
+    values = torch.cat(gathered)
+    return float(values.max() - values.min())
+
+
+def _maybe_inject_fault(fault: str | None, epoch: int, rank: int) -> None:
+    """Fault injection for reliability tests: ``"<rank>:<epoch>:<marker file>"`` SIGKILLs that
+    rank at the start of that epoch, once (the marker file records that it happened)."""
+    if not fault:
+        return
+    import os
+    import signal
+
+    import time
+
+    r, e, marker = fault.split(":", 2)
+    if int(r) == rank and int(e) == epoch and not Path(marker).exists():
+        # A real fault strikes mid-epoch, after Ray Train's controller has taken in the last
+        # report; dying within milliseconds of ray.train.report races that hand-over.
+        time.sleep(5)
+        Path(marker).write_text(f"killed rank {rank} at epoch {epoch}\n")
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 class _WorkerRun:
@@ -247,7 +284,7 @@ def run_pretrain(
             mlflow.log_dict({"classes": source.classes}, "classes.json")
         payload = {"config": config.model_dump(mode="json"), **source.as_lists(),
                    "tracking_uri": mlflow.get_tracking_uri(), "mlflow_run_id": active.info.run_id,
-                   "threads_per_worker": 1}  # fmt: skip
+                   "threads_per_worker": max(1, int(ray.cluster_resources().get("CPU", 1)) // cfg.workers), "fault": os.environ.get(FAULT_ENV)}  # fmt: skip
         trainer = TorchTrainer(
             train_worker,
             train_loop_config=payload,
@@ -275,6 +312,12 @@ def run_pretrain(
                 registered_model_name=f"trunk-{config.name}",
             )  # fmt: skip
             model_uri = info.model_uri
+            version = getattr(info, "registered_model_version", None)
+            if version is not None:
+                client = mlflow.MlflowClient()
+                for key, value in {"subset.kind": config.data.subset.kind, "subset.digest": subset_digest(source.classes),
+                                   "subset.size": len(source.classes), "trunk.digest": digest}.items():  # fmt: skip
+                    client.set_model_version_tag(f"trunk-{config.name}", str(version), key, str(value))
         metrics = dict(result.metrics or {})
         return {"run_id": active.info.run_id, "model_uri": model_uri, "trunk_digest": digest, "metrics": metrics,
                 "checkpoint": result.checkpoint.path, "classes": len(source.classes), "epochs": int(state["epoch"]) + 1}  # fmt: skip
