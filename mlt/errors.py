@@ -39,6 +39,10 @@ class InputError(MltError, ValueError):
         self.kind = kind
         super().__init__(self._format())
 
+    def __reduce__(self):
+        # Picklable (Ray ships errors between processes), keeping the message as it was.
+        return (_rebuild, (type(self), self.file, self.field, self.value, self.expected, self.kind, self.args))
+
     def _format(self) -> str:
         where = self.file or "<input>"
         parts = [where]
@@ -47,6 +51,13 @@ class InputError(MltError, ValueError):
         head = ": ".join(parts)
         value = _short(self.value)
         return f"{head}: {self.kind}: got {value}; expected {self.expected}"
+
+
+def _rebuild(cls: type, file, field, value, expected, kind, args) -> InputError:
+    """Returns an InputError rebuilt from its parts (the pickling path)."""
+    err = cls(file, field, value, expected, kind=kind)
+    err.args = args
+    return err
 
 
 def _short(value: Any, limit: int = 120) -> str:

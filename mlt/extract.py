@@ -290,7 +290,7 @@ def run_extract(
     from mlt.raysession import ensure_ray
 
     ec, wc = config.extract, config.windows
-    root = Path(dataset_root or config.data.target)
+    root = Path(dataset_root or config.data.target).resolve()  # actors run in other folders
     ds = VocDataset(root)
     trunk = load_trunk(trunk_ref)
     items, ds_digest = dataset_items(ds, [config.data.train_split, config.data.test_split], wc)

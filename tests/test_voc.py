@@ -237,3 +237,11 @@ def test_action_layout_reads_person_boxes_and_actions(tmp_path: Path) -> None:
         ("2010_000001", 1): 1,
         ("2010_000001", 2): -1,
     }
+
+
+def test_input_errors_survive_pickling() -> None:
+    import pickle
+
+    err = InputError("a.xml", "object[0].bndbox", "(1, 2)", "a box", kind="bad box")
+    back = pickle.loads(pickle.dumps(err))
+    assert type(back) is InputError and str(back) == str(err) and back.kind == "bad box" and back.field == err.field

@@ -60,7 +60,8 @@ class SourceData:
 def prepare_source(config: RunConfig) -> SourceData:
     """Returns the source set's train and val splits restricted to the configured class subset."""
     data = config.data
-    all_wnids = read_source(data.source, "train", images_per_class=1).classes
+    root = Path(data.source).resolve()  # workers run in other folders: ship absolute paths
+    all_wnids = read_source(root, "train", images_per_class=1).classes
     sub = data.subset
     label_map = (
         load_label_map(data.label_map, all_wnids) if sub.kind in ("related", "unrelated") else None
