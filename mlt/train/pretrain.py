@@ -71,9 +71,9 @@ def prepare_source(config: RunConfig) -> SourceData:
         exclude=sub.exclude,
     )  # fmt: skip
     train = read_source(
-        data.source, "train", classes=classes, images_per_class=sub.images_per_class
+        root, "train", classes=classes, images_per_class=sub.images_per_class
     )
-    val = read_source(data.source, "val", classes=classes)
+    val = read_source(root, "val", classes=classes)
     digest = hashlib.sha256(
         json.dumps({"classes": classes, "train": [p.path.name for p in train.samples]}).encode()
     ).hexdigest()[:16]
