@@ -27,6 +27,7 @@ from pathlib import Path
 import yaml
 
 from mlt.data.source import is_wnid
+from mlt.data.textfiles import read_text
 from mlt.errors import InputError
 
 TOP_LEVEL_KEYS = ("name", "classes")
@@ -110,20 +111,7 @@ def load_label_map(path: str | Path, known_wnids: Iterable[str] | None = None) -
     With ``known_wnids`` (the source set's classes), every wnid must be one of them.
     """
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise InputError(
-            path, None, str(path), "an existing label map file", kind="missing file"
-        ) from None
-    except UnicodeDecodeError as e:
-        raise InputError(
-            path,
-            f"byte {e.start}",
-            e.object[e.start : e.start + 8],
-            "UTF-8 text",
-            kind="bad encoding",
-        ) from None
+    text = read_text(path, "label map file")
     try:
         data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
     except _DuplicateKey as e:

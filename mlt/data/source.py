@@ -23,6 +23,7 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
+from mlt.data.textfiles import read_text
 from mlt.errors import InputError, SkipLog
 
 TINY_IMAGENET = "tiny-imagenet"
@@ -386,18 +387,7 @@ def _lines(path: Path) -> list[tuple[int, list[str]]]:
 
 
 def _text(path: Path) -> str:
-    try:
-        return path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise InputError(path, None, str(path), "an existing file", kind="missing file") from None
-    except UnicodeDecodeError as e:
-        raise InputError(
-            path,
-            f"byte {e.start}",
-            e.object[e.start : e.start + 8],
-            "UTF-8 text",
-            kind="bad encoding",
-        ) from None
+    return read_text(path)
 
 
 def _subdir_names(folder: Path) -> list[str]:

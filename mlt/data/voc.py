@@ -17,6 +17,7 @@ import numpy as np
 from defusedxml import ElementTree as SafeET
 from defusedxml.common import DefusedXmlException
 
+from mlt.data.textfiles import read_text
 from mlt.errors import InputError, SkipLog
 
 VOC_CLASSES: tuple[str, ...] = (
@@ -81,16 +82,7 @@ def check_image_id(image_id: str, file: Path | str, line: int | None = None) -> 
 
 def _read_lines(path: Path) -> list[tuple[int, list[str]]]:
     """Returns (1-based line number, whitespace-split tokens) of each non-blank line; CRLF safe."""
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except FileNotFoundError:
-        raise InputError(
-            path, None, str(path), "an existing split file", kind="missing file"
-        ) from None
-    except UnicodeDecodeError as e:
-        raise InputError(
-            path, f"byte {e.start}", e.object[e.start : e.start + 8], "UTF-8 text"
-        ) from None
+    text = read_text(path, "split file")
     return [(n, line.split()) for n, line in enumerate(text.splitlines(), 1) if line.strip()]
 
 
