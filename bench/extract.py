@@ -23,10 +23,18 @@ DATA = Path(os.environ.get("MLT_DATA", Path(__file__).resolve().parents[2] / "sh
 
 def main() -> None:
     """Runs every mode on the same images; prints the table."""
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--dataset", type=Path, default=DATA / "tinyvoc" / "TinyVOC")
-    p.add_argument("--images", type=int, default=20, help="test images to extract (first N of trainval)")
-    p.add_argument("--trunk", default=None, help="trunk checkpoint/run (default: alexnet-small, random weights)")
+    p.add_argument(
+        "--images", type=int, default=20, help="test images to extract (first N of trainval)"
+    )
+    p.add_argument(
+        "--trunk",
+        default=None,
+        help="trunk checkpoint/run (default: alexnet-small, random weights)",
+    )
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--batch", type=int, default=256)
     args = p.parse_args()
@@ -41,7 +49,10 @@ def main() -> None:
     ds = VocDataset(args.dataset)
     wc = WindowsConfig()
     anns = ds.load("trainval")[: args.images]
-    items = [(str(ds.image_path(a.image_id, a.filename)), *image_windows(a, ds.classes, wc)[:2]) for a in anns]
+    items = [
+        (str(ds.image_path(a.image_id, a.filename)), *image_windows(a, ds.classes, wc)[:2])
+        for a in anns
+    ]
     n_windows = sum(len(b) for _, b, _ in items)
     if args.trunk:
         model = load_trunk(args.trunk).model
@@ -58,9 +69,15 @@ def main() -> None:
         feats[name] = [f(*it)["fc7"].astype(np.float32) for it in items]
         results[name] = n_windows / (time.perf_counter() - start)
 
-    ref = make_window_cropper("reference", out_size=model.input_size, mean=model.mean, std=model.std)
-    dali = make_window_cropper("dali", out_size=model.input_size, mean=model.mean, std=model.std, num_threads=args.threads)
-    max_diff = max(float((ref.crop(path, b) - dali.crop(path, b)).abs().max()) for path, b, _ in items[:5])
+    ref = make_window_cropper(
+        "reference", out_size=model.input_size, mean=model.mean, std=model.std
+    )
+    dali = make_window_cropper(
+        "dali", out_size=model.input_size, mean=model.mean, std=model.std, num_threads=args.threads
+    )
+    max_diff = max(
+        float((ref.crop(path, b) - dali.crop(path, b)).abs().max()) for path, b, _ in items[:5]
+    )
 
     a = np.concatenate(feats["per-crop reference"])
     c = np.concatenate(feats["conv mode"])
@@ -73,8 +90,12 @@ def main() -> None:
     print(f"{'mode':<22} {'windows/s':>10} {'vs per-crop ref':>16}")
     for name, rate in results.items():
         print(f"{name:<22} {rate:>10.0f} {rate / base:>15.2f}x")
-    print(f"DALI-CPU vs reference crops: max |diff| {max_diff:.3f} (normalised units, first 5 images)")
-    print(f"per-crop vs conv FC7: Pearson r {pearson:.3f}, mean window cosine {float(cos.mean()):.3f}")
+    print(
+        f"DALI-CPU vs reference crops: max |diff| {max_diff:.3f} (normalised units, first 5 images)"
+    )
+    print(
+        f"per-crop vs conv FC7: Pearson r {pearson:.3f}, mean window cosine {float(cos.mean()):.3f}"
+    )
 
 
 if __name__ == "__main__":

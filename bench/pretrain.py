@@ -96,14 +96,21 @@ def run_ray(cfg: dict, workers: int, storage: Path) -> float:
 
 def main() -> None:
     """Runs every cell and prints the table with ratios."""
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--source", type=Path, default=DATA / "tiny-imagenet-200")
     p.add_argument("--classes", type=int, default=20, help="source classes (images_per_class each)")
     p.add_argument("--images-per-class", type=int, default=100)
     p.add_argument("--batch", type=int, default=64, help="per-worker batch")
     p.add_argument("--steps", type=int, default=30, help="timed steps per cell")
     p.add_argument("--warmup", type=int, default=5)
-    p.add_argument("--threads", type=int, default=2, help="torch threads of the whole budget (split over workers)")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=2,
+        help="torch threads of the whole budget (split over workers)",
+    )
     p.add_argument("--backends", default="reference,dali")
     p.add_argument("--out", type=Path, default=Path("runs/bench"))
     args = p.parse_args()
@@ -122,13 +129,25 @@ def main() -> None:
     ensure_ray()
     for backend in args.backends.split(","):
         plain = measure({**base, "backend": backend, "threads": args.threads, "loader_threads": 1})
-        one = run_ray({**base, "backend": backend, "threads": args.threads, "loader_threads": 1}, 1, storage)
-        two = run_ray({**base, "backend": backend, "threads": max(1, args.threads // 2), "loader_threads": 1}, 2, storage)
+        one = run_ray(
+            {**base, "backend": backend, "threads": args.threads, "loader_threads": 1}, 1, storage
+        )
+        two = run_ray(
+            {**base, "backend": backend, "threads": max(1, args.threads // 2), "loader_threads": 1},
+            2,
+            storage,
+        )
         rows.append((backend, plain, one, two))
-    print(f"\npretrain throughput, alexnet-small 64x64, batch {args.batch}/worker, {args.steps} timed steps, {os.cpu_count()} cores")
-    print(f"{'loader':<10} {'plain img/s':>12} {'ray 1w img/s':>13} {'ray 2w img/s':>13} {'ray1/plain':>11} {'ray2/plain':>11}")
+    print(
+        f"\npretrain throughput, alexnet-small 64x64, batch {args.batch}/worker, {args.steps} timed steps, {os.cpu_count()} cores"
+    )
+    print(
+        f"{'loader':<10} {'plain img/s':>12} {'ray 1w img/s':>13} {'ray 2w img/s':>13} {'ray1/plain':>11} {'ray2/plain':>11}"
+    )
     for backend, plain, one, two in rows:
-        print(f"{backend:<10} {plain:>12.1f} {one:>13.1f} {two:>13.1f} {one / plain:>11.2f} {two / plain:>11.2f}")
+        print(
+            f"{backend:<10} {plain:>12.1f} {one:>13.1f} {two:>13.1f} {one / plain:>11.2f} {two / plain:>11.2f}"
+        )
     if len(rows) == 2:
         (b0, p0, o0, t0), (b1, p1, o1, t1) = rows
         print(f"{b1}/{b0}: plain {p1 / p0:.2f}, ray 1w {o1 / o0:.2f}, ray 2w {t1 / t0:.2f}")

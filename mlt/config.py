@@ -90,7 +90,9 @@ class PretrainConfig(_Section):
     use_gpu: bool = False
     loader: Literal["dali", "reference"] = "dali"
     loader_workers: int = Field(2, ge=0, description="decode threads (DALI) or DataLoader workers")
-    crop_area_min: float = Field(0.08, gt=0, le=1, description="random resized crop: smallest area fraction")
+    crop_area_min: float = Field(
+        0.08, gt=0, le=1, description="random resized crop: smallest area fraction"
+    )
     max_failures: int = Field(3, ge=0, description="worker restarts from the last checkpoint")
     max_train_images: int | None = Field(None, ge=1, description="cap per epoch (smoke runs)")
     seed: int = 0

@@ -41,7 +41,10 @@ class InputError(MltError, ValueError):
 
     def __reduce__(self):
         # Picklable (Ray ships errors between processes), keeping the message as it was.
-        return (_rebuild, (type(self), self.file, self.field, self.value, self.expected, self.kind, self.args))
+        return (
+            _rebuild,
+            (type(self), self.file, self.field, self.value, self.expected, self.kind, self.args),
+        )
 
     def _format(self) -> str:
         where = self.file or "<input>"

@@ -74,13 +74,20 @@ def test_pretrain_two_workers_then_resume(
     assert losses[-1].value < losses[0].value  # the loss falls
 
 
-def test_killed_worker_restarts_from_last_checkpoint(ray_session, tmp_path: Path, tiny_imagenet_root: Path, monkeypatch) -> None:
+def test_killed_worker_restarts_from_last_checkpoint(
+    ray_session, tmp_path: Path, tiny_imagenet_root: Path, monkeypatch
+) -> None:
     from mlt.train.pretrain import FAULT_ENV, run_pretrain
 
     monkeypatch.chdir(Path(__file__).resolve().parents[1])
     marker = tmp_path / "killed"
     monkeypatch.setenv(FAULT_ENV, f"1:1:{marker}")  # SIGKILL rank 1 at the start of epoch 1
-    out = run_pretrain(tiny_config(tmp_path, tiny_imagenet_root, "pretrain.epochs=2", "name=faulty"), register=False)
+    out = run_pretrain(
+        tiny_config(tmp_path, tiny_imagenet_root, "pretrain.epochs=2", "name=faulty"),
+        register=False,
+    )
     assert marker.exists()  # the fault really happened
     assert out["epochs"] == 2 and out["metrics"]["epoch"] == 1
-    assert out["metrics"]["resumed_from_epoch"] == 1  # the restarted group loaded epoch 0's checkpoint
+    assert (
+        out["metrics"]["resumed_from_epoch"] == 1
+    )  # the restarted group loaded epoch 0's checkpoint

@@ -244,4 +244,9 @@ def test_input_errors_survive_pickling() -> None:
 
     err = InputError("a.xml", "object[0].bndbox", "(1, 2)", "a box", kind="bad box")
     back = pickle.loads(pickle.dumps(err))
-    assert type(back) is InputError and str(back) == str(err) and back.kind == "bad box" and back.field == err.field
+    assert (
+        type(back) is InputError
+        and str(back) == str(err)
+        and back.kind == "bad box"
+        and back.field == err.field
+    )

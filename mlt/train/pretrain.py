@@ -70,9 +70,7 @@ def prepare_source(config: RunConfig) -> SourceData:
         all_wnids, sub.kind, n=sub.n, seed=sub.seed, label_map=label_map, classes=sub.classes or None,
         exclude=sub.exclude,
     )  # fmt: skip
-    train = read_source(
-        root, "train", classes=classes, images_per_class=sub.images_per_class
-    )
+    train = read_source(root, "train", classes=classes, images_per_class=sub.images_per_class)
     val = read_source(root, "val", classes=classes)
     digest = hashlib.sha256(
         json.dumps({"classes": classes, "train": [p.path.name for p in train.samples]}).encode()
@@ -158,6 +156,13 @@ def train_worker(payload: dict) -> None:
             spread = _weight_spread(model, device)
             metrics = {**tr.as_metrics("train"), **va.as_metrics("val"), "lr": lr, "epoch": epoch,
                        "resumed_from_epoch": start_epoch, "rank_weight_spread": spread}  # fmt: skip
+            if rank == 0:
+                print(
+                    f"epoch {epoch + 1}/{cfg.epochs}: train loss {tr.loss:.3f} top-1 {tr.top1:.3f} "
+                    f"({tr.images_per_s:.0f} img/s), val loss {va.loss:.3f} top-1 {va.top1:.3f} "
+                    f"top-5 {va.top5:.3f}, lr {lr:.4g}",
+                    flush=True,
+                )
             if mlflow_run is not None:
                 mlflow_run.log_metrics(
                     {k: v for k, v in metrics.items() if k != "epoch"}, step=epoch
@@ -180,7 +185,12 @@ def _weight_spread(model: torch.nn.Module, device: torch.device) -> float:
     """Returns max - min over ranks of a weight checksum: 0 when DDP kept every rank identical."""
     import torch.distributed as dist
 
-    total = torch.stack([p.detach().double().sum() for p in model.parameters()]).sum().reshape(1).to(device)
+    total = (
+        torch.stack([p.detach().double().sum() for p in model.parameters()])
+        .sum()
+        .reshape(1)
+        .to(device)
+    )
     if not (dist.is_available() and dist.is_initialized()):
         return 0.0
     gathered = [torch.zeros_like(total) for _ in range(dist.get_world_size())]
@@ -196,7 +206,6 @@ def _maybe_inject_fault(fault: str | None, epoch: int, rank: int) -> None:
         return
     import os
     import signal
-
     import time
 
     r, e, marker = fault.split(":", 2)
@@ -318,7 +327,9 @@ def run_pretrain(
                 client = mlflow.MlflowClient()
                 for key, value in {"subset.kind": config.data.subset.kind, "subset.digest": subset_digest(source.classes),
                                    "subset.size": len(source.classes), "trunk.digest": digest}.items():  # fmt: skip
-                    client.set_model_version_tag(f"trunk-{config.name}", str(version), key, str(value))
+                    client.set_model_version_tag(
+                        f"trunk-{config.name}", str(version), key, str(value)
+                    )
         metrics = dict(result.metrics or {})
         return {"run_id": active.info.run_id, "model_uri": model_uri, "trunk_digest": digest, "metrics": metrics,
                 "checkpoint": result.checkpoint.path, "classes": len(source.classes), "epochs": int(state["epoch"]) + 1}  # fmt: skip
