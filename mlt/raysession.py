@@ -1,7 +1,9 @@
 """The Ray session every stage runs in: the cluster at $RAY_ADDRESS, or an embedded local one.
 
-The embedded local Ray uses the cores there are, binds to 127.0.0.1, and starts its
-dashboard only when ``MLT_RAY_DASHBOARD=1`` (it binds 127.0.0.1 too).
+The embedded local Ray uses the cores there are and starts its dashboard only when
+``MLT_RAY_DASHBOARD=1``, bound to 127.0.0.1. Note: Ray 2.60 maps a loopback node address to
+the machine's own IP on purpose, and its GCS/raylet gRPC servers listen on every interface;
+keep such hosts behind a firewall (see docs), as Ray's security guide says.
 """
 
 from __future__ import annotations
@@ -21,7 +23,6 @@ def ensure_ray(num_cpus: int | None = None) -> dict:
                 num_cpus=num_cpus or os.cpu_count(),
                 include_dashboard=os.environ.get("MLT_RAY_DASHBOARD") == "1",
                 dashboard_host="127.0.0.1",
-                _node_ip_address="127.0.0.1",
                 log_to_driver=True,
             )
     return ray.cluster_resources()
