@@ -103,7 +103,9 @@ class ExtractConfig(_Section):
 
     layers: list[Literal["fc7", "fc6", "c5"]] = Field(default_factory=lambda: ["fc7"])
     mode: Literal["crop", "conv"] = "crop"
-    backend: Literal["dali", "reference"] = "dali"
+    backend: Literal["auto", "dali", "reference"] = Field(
+        "auto", description="auto: DALI on a GPU, the reference cropper on CPU (faster there)"
+    )
     batch_size: int = Field(256, ge=1)
     workers: int = Field(1, ge=1)
     store: Path = Path("runs/features")

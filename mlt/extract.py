@@ -249,6 +249,13 @@ def feature_inputs(
     }
 
 
+def resolve_backend(backend: str, gpu: bool) -> str:
+    """Returns the crop backend to use: ``auto`` is DALI with a GPU, the reference on CPU."""
+    if backend != "auto":
+        return backend
+    return "dali" if gpu else "reference"
+
+
 def _chunks(items: Sequence[ImageItem], size: int) -> Iterable[list[ImageItem]]:
     for i in range(0, len(items), size):
         yield list(items[i : i + size])
@@ -294,7 +301,10 @@ def run_extract(
     ds = VocDataset(root)
     trunk = load_trunk(trunk_ref)
     items, ds_digest = dataset_items(ds, [config.data.train_split, config.data.test_split], wc)
-    inputs = feature_inputs(trunk, ec.layers, wc, ec.mode, ec.backend, ds_digest)
+    ensure_ray()
+    gpus = int(ray.cluster_resources().get("GPU", 0))
+    backend = resolve_backend(ec.backend, gpus > 0)
+    inputs = feature_inputs(trunk, ec.layers, wc, ec.mode, backend, ds_digest)
     store = FeatureStore(Path(ec.store))
     from featurestore import feature_set_id
 
@@ -324,13 +334,13 @@ def run_extract(
                 f"resuming feature set {set_id}: {len(done)} of {len(items)} images already written",
                 flush=True,
             )
-        ensure_ray()
         model_ref = ray.put(trunk.model)  # shipped once through the object store
-        actor_cls = ray.remote(num_cpus=1)(_Worker)
-        threads = max(1, int(ray.cluster_resources().get("CPU", 1)) // ec.workers)
+        actor_cls = ray.remote(num_cpus=1, num_gpus=1 if gpus else 0)(_Worker)
+        n_actors = min(ec.workers, gpus) if gpus else ec.workers  # one actor per GPU at most
+        threads = max(1, int(ray.cluster_resources().get("CPU", 1)) // n_actors)
         actors = [
-            actor_cls.remote(model_ref, ec.layers, ec.mode, ec.backend, ec.batch_size, threads)
-            for _ in range(ec.workers)
+            actor_cls.remote(model_ref, ec.layers, ec.mode, backend, ec.batch_size, threads)
+            for _ in range(n_actors)
         ]
         by_id = {it.image_id: it for it in todo}
         start, windows_done = time.perf_counter(), 0
