@@ -12,10 +12,15 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import time
 from pathlib import Path
 
 import torch
+
+# Run as a script, bench/ comes first on sys.path and bench/featurestore.py would shadow the package.
+if sys.path and os.path.abspath(sys.path[0]) == os.path.dirname(os.path.abspath(__file__)):
+    del sys.path[0]
 
 DATA = Path(os.environ.get("MLT_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 

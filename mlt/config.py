@@ -103,6 +103,9 @@ class ExtractConfig(_Section):
 
     layers: list[Literal["fc7", "fc6", "c5"]] = Field(default_factory=lambda: ["fc7"])
     mode: Literal["crop", "conv"] = "crop"
+    conv_passes: int = Field(
+        1, ge=1, description="conv mode: convolutional passes per image (groups of scales)"
+    )
     backend: Literal["auto", "dali", "reference"] = Field(
         "auto", description="auto: DALI on a GPU, the reference cropper on CPU (faster there)"
     )

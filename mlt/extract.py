@@ -99,12 +99,14 @@ class Featurizer:
     """Computes a trunk's activations for an image's windows (one per process; holds the trunk)."""
 
     def __init__(self, model: torch.nn.Module, layers: Sequence[str], mode: str = "crop",
-                 backend: str = "reference", batch_size: int = 256, device: str = "cpu") -> None:  # fmt: skip
+                 backend: str = "reference", batch_size: int = 256, device: str = "cpu",
+                 conv_passes: int = 1) -> None:  # fmt: skip
         if mode not in MODES:
             raise InputError(None, "extract.mode", mode, f"one of {MODES}")
         self.model = model.eval().to(device)
         self.layers = tuple(layers)
         self.mode = mode
+        self.conv_passes = conv_passes
         self.batch_size = batch_size
         self.device = torch.device("cuda" if device == "gpu" else device)
         self.cropper = make_window_cropper(
@@ -146,9 +148,11 @@ class Featurizer:
         grid = self.model.spec.grid
         n = len(boxes)
         result = {layer: None for layer in self.layers}
-        for lam in np.unique(scale):
-            idx = np.nonzero(scale == lam)[0]
-            side = min(w, h) / float(lam)
+        for group in np.array_split(np.unique(scale), min(self.conv_passes, len(np.unique(scale)))):
+            # One convolutional pass per group of scales, at the resolution where the group's
+            # smallest windows span the trunk's input; larger windows pool more cells.
+            idx = np.nonzero(np.isin(scale, group))[0]
+            side = min(w, h) / float(group.max())
             factor = self.model.input_size / side
             size = (max(1, round(h * factor)), max(1, round(w * factor)))
             resized = F.interpolate(
@@ -161,7 +165,7 @@ class Featurizer:
                 scale=factor,
                 map_size=tuple(cmap.shape[-2:]),
             )
-            pooled = roi_pool(cmap, rois.to(self.device), grid, spatial_scale=1.0, sampling="max")
+            pooled = roi_pool(cmap, rois.to(self.device), grid, spatial_scale=1.0, sampling="avg")
             acts = self.model.head_from_pooled_c5(pooled, self.layers)
             for layer in self.layers:
                 a = acts[layer].flatten(1).to(torch.float16).cpu().numpy()
@@ -225,10 +229,13 @@ def feature_inputs(
     mode: str,
     backend: str,
     dataset_digest: str,
+    conv_passes: int = 1,
 ) -> dict:
     """Returns the inputs that determine a feature set (its id is their hash)."""
     m = trunk.model
+    extra = {"conv_passes": conv_passes} if mode == "conv" else {}
     return {
+        **extra,
         "trunk_digest": trunk.digest,
         "layers": list(layers),
         "grid": {
@@ -272,10 +279,11 @@ class _Worker:
         backend: str,
         batch_size: int,
         threads: int,
+        conv_passes: int,
     ) -> None:
         torch.set_num_threads(max(1, threads))
         device = "gpu" if torch.cuda.is_available() else "cpu"
-        self.featurizer = Featurizer(model, layers, mode, backend, batch_size, device)
+        self.featurizer = Featurizer(model, layers, mode, backend, batch_size, device, conv_passes)
 
     def run(self, chunk: list[ImageItem]) -> list[tuple[str, dict[str, np.ndarray]]]:
         return [(it.image_id, self.featurizer(it.path, it.boxes, it.scale)) for it in chunk]
@@ -304,7 +312,7 @@ def run_extract(
     ensure_ray()
     gpus = int(ray.cluster_resources().get("GPU", 0))
     backend = resolve_backend(ec.backend, gpus > 0)
-    inputs = feature_inputs(trunk, ec.layers, wc, ec.mode, backend, ds_digest)
+    inputs = feature_inputs(trunk, ec.layers, wc, ec.mode, backend, ds_digest, ec.conv_passes)
     store = FeatureStore(Path(ec.store))
     from featurestore import feature_set_id
 
@@ -339,7 +347,9 @@ def run_extract(
         n_actors = min(ec.workers, gpus) if gpus else ec.workers  # one actor per GPU at most
         threads = max(1, int(ray.cluster_resources().get("CPU", 1)) // n_actors)
         actors = [
-            actor_cls.remote(model_ref, ec.layers, ec.mode, backend, ec.batch_size, threads)
+            actor_cls.remote(
+                model_ref, ec.layers, ec.mode, backend, ec.batch_size, threads, ec.conv_passes
+            )
             for _ in range(n_actors)
         ]
         by_id = {it.image_id: it for it in todo}

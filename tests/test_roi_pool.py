@@ -169,3 +169,19 @@ def test_fully_convolutional_window_equals_the_window_pass():
         via_rois = model.head_from_pooled_c5(pooled, ("c5", "fc7"))
     for name in direct:
         torch.testing.assert_close(via_rois[name], direct[name])
+
+
+@pytest.mark.parametrize("sampling", ["max", "avg"])
+def test_one_cell_bins_take_the_gather_path_and_agree_with_the_general_one(sampling: str) -> None:
+    torch.manual_seed(3)
+    fmap = torch.randn(2, 5, 9, 11)
+    # rois spanning exactly 4 cells (ends inclusive) → 4x4 one-cell bins
+    rois = torch.tensor([[0, 0, 0, 3, 3], [1, 2, 5, 5, 8], [0, 7, 4, 10, 7]], dtype=torch.float32)
+    fast = roi_pool(fmap, rois, 4, sampling=sampling)
+    for r, (b, x0, y0, x1, y1) in enumerate(rois.long().tolist()):
+        torch.testing.assert_close(fast[r], fmap[b, :, y0 : y1 + 1, x0 : x1 + 1])
+    # a 5-cell roi next to them sends the whole call down the general path: same answers
+    general = roi_pool(
+        fmap, torch.cat([rois, torch.tensor([[0, 0, 0, 4, 4.0]])]), 4, sampling=sampling
+    )
+    torch.testing.assert_close(general[:3], fast)

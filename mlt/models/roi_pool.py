@@ -174,6 +174,13 @@ def roi_pool(
     device = feature_map.device
     ylo, yhi, xlo, xhi, index = (t.to(device) for t in (ylo, yhi, xlo, xhi, index))
     empty = (yhi[:, :, None] <= ylo[:, :, None]) | (xhi[:, None, :] <= xlo[:, None, :])  # (K, g, g)
+    if bool(((yhi - ylo) == 1).all() and ((xhi - xlo) == 1).all()):
+        # Every bin is one cell (a window as large as the trunk's input, in conv mode): max and
+        # mean are that cell, so pooling is one gather.
+        cells = feature_map[
+            index[:, None, None], :, ylo[:, :, None], xlo[:, None, :]
+        ]  # (K, g, g, C)
+        return cells.permute(0, 3, 1, 2).contiguous()
     rows = torch.arange(h, device=device)
     out = feature_map.new_zeros(k, c, g, g)
     if sampling == "max":
@@ -193,16 +200,19 @@ def roi_pool(
                 masked = row_max.masked_fill(~inside[:, None, :], float("-inf"))
                 out[:, :, py, px] = masked.amax(dim=2)
     else:
+        # Summed-area table, channels last so each lookup gathers contiguous (C,) rows; all
+        # g x g bins of all rois in four gathers.
         integral = torch.nn.functional.pad(feature_map.double().cumsum(2).cumsum(3), (1, 0, 1, 0))
-        for py in range(g):
-            for px in range(g):
-                top, bottom, left, right = ylo[:, py], yhi[:, py], xlo[:, px], xhi[:, px]
-                total = (
-                    integral[index, :, bottom, right]
-                    - integral[index, :, top, right]
-                    - integral[index, :, bottom, left]
-                    + integral[index, :, top, left]
-                )
-                area = ((bottom - top) * (right - left)).clamp(min=1)
-                out[:, :, py, px] = (total / area[:, None]).to(out.dtype)
+        integral = integral.permute(0, 2, 3, 1).contiguous()  # (N, H+1, W+1, C)
+        top, bottom = ylo[:, :, None], yhi[:, :, None]  # (K, g, 1)
+        left, right = xlo[:, None, :], xhi[:, None, :]  # (K, 1, g)
+        b = index[:, None, None]
+        total = (
+            integral[b, bottom, right]
+            - integral[b, top, right]
+            - integral[b, bottom, left]
+            + integral[b, top, left]
+        )  # (K, g, g, C)
+        area = ((bottom - top) * (right - left)).clamp(min=1)
+        out = (total / area[..., None]).permute(0, 3, 1, 2).to(out.dtype)
     return out.masked_fill(empty[:, None, :, :], 0.0)
