@@ -111,6 +111,7 @@ class ExtractConfig(_Section):
     )
     batch_size: int = Field(256, ge=1)
     workers: int = Field(1, ge=1)
+    chunk_images: int = Field(4, ge=1, description="images per task sent to an actor")
     store: Path = Path("runs/features")
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -39,6 +40,8 @@ from mlt.windows import label_windows, window_grid
 log = logging.getLogger(__name__)
 
 EXTRACTOR_VERSION = "1"
+#: Reliability tests set this to "<chunk number>:<marker file>" to SIGKILL an actor once.
+FAULT_ENV = "MLT_FAULT_KILL_EXTRACT"
 MODES = ("crop", "conv")
 
 
@@ -280,12 +283,23 @@ class _Worker:
         batch_size: int,
         threads: int,
         conv_passes: int,
+        fault: str | None = None,
     ) -> None:
+        self.fault, self.chunks = fault, 0
         torch.set_num_threads(max(1, threads))
         device = "gpu" if torch.cuda.is_available() else "cpu"
         self.featurizer = Featurizer(model, layers, mode, backend, batch_size, device, conv_passes)
 
     def run(self, chunk: list[ImageItem]) -> list[tuple[str, dict[str, np.ndarray]]]:
+        self.chunks += 1
+        if self.fault:  # reliability tests: "<chunk number>:<marker file>" SIGKILLs this actor once
+            import os
+            import signal
+
+            n, marker = self.fault.split(":", 1)
+            if self.chunks == int(n) and not Path(marker).exists():
+                Path(marker).write_text(f"killed extraction actor {os.getpid()}\n")
+                os.kill(os.getpid(), signal.SIGKILL)
         return [(it.image_id, self.featurizer(it.path, it.boxes, it.scale)) for it in chunk]
 
 
@@ -348,7 +362,14 @@ def run_extract(
         threads = max(1, int(ray.cluster_resources().get("CPU", 1)) // n_actors)
         actors = [
             actor_cls.remote(
-                model_ref, ec.layers, ec.mode, backend, ec.batch_size, threads, ec.conv_passes
+                model_ref,
+                ec.layers,
+                ec.mode,
+                backend,
+                ec.batch_size,
+                threads,
+                ec.conv_passes,
+                os.environ.get(FAULT_ENV),
             )
             for _ in range(n_actors)
         ]
@@ -357,7 +378,7 @@ def run_extract(
         bar = tqdm(total=len(todo), unit="img", desc=f"extract {set_id[:8]}", disable=not progress)
         try:
             pending: dict[Any, int] = {}
-            chunks = iter(_chunks(todo, 4))
+            chunks = iter(_chunks(todo, ec.chunk_images))
             for i, actor in enumerate(actors * 2):  # two chunks in flight per actor
                 chunk = next(chunks, None)
                 if chunk is not None:

@@ -102,3 +102,28 @@ def test_conv_mode_is_its_own_set_and_agrees_on_whole_image_windows(ray_session,
         out["feature_set"]
         != run_extract(_config(tmp, root), str(ckpt), progress=False)["feature_set"]
     )
+
+
+def test_sigkilled_actor_then_rerun_equals_a_clean_run(ray_session, setup, monkeypatch) -> None:
+    import ray
+
+    from mlt.extract import FAULT_ENV
+
+    tmp, root, ckpt = setup
+    marker = tmp / "killed-actor"
+    config = _config(tmp, root, f"extract.store={tmp / 'store3'}", "extract.chunk_images=1")
+    monkeypatch.setenv(FAULT_ENV, f"2:{marker}")  # an actor dies on its second chunk
+    with pytest.raises(ray.exceptions.RayActorError):
+        run_extract(config, str(ckpt), progress=False)
+    assert marker.exists()
+    store = FeatureStore(tmp / "store3")
+    assert store.list(include_partial=False) == []  # nothing half-written was published
+    monkeypatch.delenv(FAULT_ENV)
+    out = run_extract(config, str(ckpt), progress=False)
+    assert out["images"] == 7 and 0 < out["resumed_images"] < 7
+    clean = FeatureStore(tmp / "store").open(out["feature_set"])
+    resumed = store.open(out["feature_set"])
+    assert resumed.verify() == [] and resumed.image_ids() == clean.image_ids()
+    for image_id in clean.image_ids():
+        np.testing.assert_array_equal(resumed.get(image_id, "fc7"), clean.get(image_id, "fc7"))
+    assert resumed.manifest.equals(clean.manifest)
