@@ -83,7 +83,12 @@ def ray_worker(cfg: dict) -> None:
     cfg = {**cfg, "rank": ctx.get_world_rank(), "world": ctx.get_world_size(), "ddp": True}
     rate = torch.tensor([measure(cfg)], dtype=torch.float64)
     dist.all_reduce(rate)
-    ray.train.report({"images_per_s": float(rate)})
+    # Ray Train V2 keeps only metrics that come with a checkpoint: attach an empty one.
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        ckpt = ray.train.Checkpoint.from_directory(tmp) if ctx.get_world_rank() == 0 else None
+        ray.train.report({"images_per_s": float(rate)}, checkpoint=ckpt)
 
 
 def run_ray(cfg: dict, workers: int, storage: Path) -> float:
