@@ -24,14 +24,18 @@ from mlt.config import RunConfig
 _SECRET_KEY = re.compile(r"(password|secret|token|api[_-]?key|credential)", re.IGNORECASE)
 _URI_USERINFO = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)[^/@\s]+@", re.IGNORECASE)
 MAX_PARAM_LEN = 6000
+# mlflow.set_tracking_uri() also exports MLFLOW_TRACKING_URI; URIs we set ourselves must not
+# pass for the user's choice when the next stage in this process has another run folder.
+_SET_HERE: set[str] = set()
 
 
 def tracking_uri(config: RunConfig) -> str:
     """Returns the tracking URI: config, else $MLFLOW_TRACKING_URI, else SQLite in the run folder."""
     if config.tracking.uri:
         return config.tracking.uri
-    if os.environ.get("MLFLOW_TRACKING_URI"):
-        return os.environ["MLFLOW_TRACKING_URI"]
+    env = os.environ.get("MLFLOW_TRACKING_URI")
+    if env and env not in _SET_HERE:
+        return env
     run_dir = Path(config.run_dir).resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
     return f"sqlite:///{run_dir / 'mlflow.db'}"
@@ -44,6 +48,7 @@ def setup_tracking(config: RunConfig) -> str:
     """
     uri = tracking_uri(config)
     mlflow.set_tracking_uri(uri)
+    _SET_HERE.add(uri)
     name = config.tracking.experiment
     exp = mlflow.get_experiment_by_name(name)
     if exp is not None:
