@@ -384,20 +384,30 @@ def run_extract(
                 if chunk is not None:
                     pending[actor.run.remote(chunk)] = i % len(actors)
             while pending:
-                ready, _ = ray.wait(list(pending), num_returns=1)
-                ref = ready[0]
-                a = pending.pop(ref)
-                results = ray.get(ref)
-                writer.put_many(
-                    [(iid, feats, by_id[iid].manifest_columns()) for iid, feats in results]
-                )
-                n = sum(len(by_id[iid].boxes) for iid, _ in results)
-                windows_done += n
-                bar.update(len(results))
-                bar.set_postfix(windows_per_s=f"{windows_done / (time.perf_counter() - start):.0f}")
-                chunk = next(chunks, None)
-                if chunk is not None:
-                    pending[actors[a].run.remote(chunk)] = a
+                ray.wait(list(pending), num_returns=1)
+                # Take every finished chunk, successes first: a dead actor's error must not
+                # cost the work other chunks already finished.
+                ready, _ = ray.wait(list(pending), num_returns=len(pending), timeout=0)
+                failure = None
+                for ref in ready:
+                    a = pending.pop(ref)
+                    try:
+                        results = ray.get(ref)
+                    except Exception as e:  # an actor died or raised: write the rest, then fail
+                        failure = failure or e
+                        continue
+                    writer.put_many(
+                        [(iid, feats, by_id[iid].manifest_columns()) for iid, feats in results]
+                    )
+                    windows_done += sum(len(by_id[iid].boxes) for iid, _ in results)
+                    bar.update(len(results))
+                    rate = windows_done / (time.perf_counter() - start)
+                    bar.set_postfix(windows_per_s=f"{rate:.0f}")
+                    chunk = next(chunks, None)
+                    if chunk is not None and failure is None:
+                        pending[actors[a].run.remote(chunk)] = a
+                if failure is not None:
+                    raise failure
         except BaseException:
             writer.abort()  # keep what was written: a rerun resumes from here
             raise

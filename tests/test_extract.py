@@ -120,7 +120,8 @@ def test_sigkilled_actor_then_rerun_equals_a_clean_run(ray_session, setup, monke
     assert store.list(include_partial=False) == []  # nothing half-written was published
     monkeypatch.delenv(FAULT_ENV)
     out = run_extract(config, str(ckpt), progress=False)
-    assert out["images"] == 7 and 0 < out["resumed_images"] < 7
+    # how much was written before the death is a race between the two actors: at most 6 of 7
+    assert out["images"] == 7 and out["resumed_images"] < 7
     clean = FeatureStore(tmp / "store").open(out["feature_set"])
     resumed = store.open(out["feature_set"])
     assert resumed.verify() == [] and resumed.image_ids() == clean.image_ids()
