@@ -29,7 +29,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from featurestore import FeatureStore
+from featurestore import FeatureStore, feature_set_id
 from mlt.checkpoint import state_dict_digest
 from mlt.config import RunConfig, WindowsConfig
 from mlt.data.voc import VocAnnotation, VocDataset
@@ -328,8 +328,6 @@ def run_extract(
     backend = resolve_backend(ec.backend, gpus > 0)
     inputs = feature_inputs(trunk, ec.layers, wc, ec.mode, backend, ds_digest, ec.conv_passes)
     store = FeatureStore(Path(ec.store))
-    from featurestore import feature_set_id
-
     set_id = feature_set_id(inputs)
     if store.exists(set_id):
         log.info("feature set %s exists: nothing to extract", set_id)

@@ -95,11 +95,8 @@ def log_config(config: RunConfig, sections: tuple[str, ...] | None = None) -> di
     return params
 
 
-def log_dataset(
-    name: str, digest: str, source: str | Path, context: str, profile: Mapping | None = None
-) -> None:
+def log_dataset(name: str, digest: str, source: str | Path, context: str) -> None:
     """Logs a dataset input (name, digest, location) on the active run; returns None."""
-    del profile  # room for a schema/profile later; the digest is what lineage needs
     ds = MetaDataset(LocalArtifactDatasetSource(str(source)), name=name, digest=digest[:36])
     mlflow.log_input(ds, context=context)
 

@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 import click
 
-from mlt.config import RunConfig, config_to_yaml, load_config
+from mlt.config import config_to_yaml, load_config
 
 
 def config_options(func: Callable) -> Callable:
@@ -34,6 +34,3 @@ def config_options(func: Callable) -> Callable:
         return func(*args, config=config, **kwargs)
 
     return wrapper
-
-
-__all__ = ["config_options", "RunConfig"]

@@ -374,7 +374,7 @@ def _read_wnids(path: Path) -> list[str]:
 
 def _read_names_file(path: Path, keep: set[str] | None) -> dict[str, str]:
     names: dict[str, str] = {}
-    for line in _text(path).splitlines():
+    for line in read_text(path).splitlines():
         parts = line.strip().split(None, 1)
         if len(parts) == 2 and (keep is None or parts[0] in keep):
             names[parts[0]] = parts[1].strip()
@@ -383,11 +383,9 @@ def _read_names_file(path: Path, keep: set[str] | None) -> dict[str, str]:
 
 def _lines(path: Path) -> list[tuple[int, list[str]]]:
     """Returns (1-based line number, whitespace-split tokens) for each non-blank line."""
-    return [(i, line.split()) for i, line in enumerate(_text(path).splitlines(), 1) if line.strip()]
-
-
-def _text(path: Path) -> str:
-    return read_text(path)
+    return [
+        (i, line.split()) for i, line in enumerate(read_text(path).splitlines(), 1) if line.strip()
+    ]
 
 
 def _subdir_names(folder: Path) -> list[str]:

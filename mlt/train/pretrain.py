@@ -204,7 +204,6 @@ def _maybe_inject_fault(fault: str | None, epoch: int, rank: int) -> None:
     rank at the start of that epoch, once (the marker file records that it happened)."""
     if not fault:
         return
-    import os
     import signal
     import time
 
