@@ -60,6 +60,12 @@ class WindowsConfig(_Section):
     box_fraction: float = Field(0.6, ge=0, le=1, description="|P∩B| ≥ this × |B|")
     background_fraction: float = Field(0.1, ge=0, le=1, description="background kept for training")
     seed: int = 0
+    grid: Literal["paper", "boxed"] = Field(
+        "paper",
+        description="paper: the multi-scale grid above; boxed: one square window (side max(w, h))"
+        " centred on each non-difficult object box, labelled with its class, mirror-padded"
+        " past the image (the paper's action protocol; extract.mode=crop only)",
+    )
 
     @field_validator("scales")
     @classmethod
@@ -122,11 +128,22 @@ class HeadConfig(_Section):
     dropout: float = Field(0.5, ge=0, lt=1)
     optimizer: Literal["sgd", "adamw"] = "sgd"
     lr: float = Field(0.01, gt=0)
+    momentum: float = Field(0.9, ge=0, lt=1, description="SGD only")
     weight_decay: float = Field(1e-4, ge=0)
     epochs: int = Field(20, ge=1)
     batch_size: int = Field(256, ge=1)
-    resample_background: bool = Field(True, description="redraw the 10% background each epoch")
+    background_fraction: float = Field(
+        0.1, ge=0, le=1, description="share of background windows drawn for training (paper: 10%)"
+    )
+    resample_background: bool = Field(True, description="redraw the background share each epoch")
     patience: int = Field(5, ge=1, description="early stopping on validation mAP")
+    train_split: str = Field("train", description="images the head learns from")
+    val_split: str = Field("val", description="images for early stopping and every choice")
+    unfreeze: Literal["none", "fc6", "fc6+fc7"] = Field(
+        "none",
+        description="trunk layers trained with FCa/FCb from cached c5 features (train-head"
+        " --layer c5; the paper's PRE-1512U retrains fc6); none: FCa/FCb only",
+    )
     seed: int = 0
 
 

@@ -28,8 +28,10 @@ def cli(verbose: int) -> None:
 def _register() -> None:
     from mlt.cli import config as config_cmd
     from mlt.cli import data as data_cmd
+    from mlt.cli import evaluate as evaluate_cmd
     from mlt.cli import extract as extract_cmd
     from mlt.cli import features as features_cmd
+    from mlt.cli import heads as heads_cmd
     from mlt.cli import pretrain as pretrain_cmd
     from mlt.cli import windows as windows_cmd
 
@@ -39,6 +41,8 @@ def _register() -> None:
     cli.add_command(pretrain_cmd.pretrain)
     cli.add_command(extract_cmd.extract)
     cli.add_command(features_cmd.features)
+    cli.add_command(heads_cmd.train_head)
+    cli.add_command(evaluate_cmd.evaluate)
 
 
 _register()
