@@ -6,6 +6,7 @@ reports the same figures.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
@@ -136,6 +137,26 @@ def build_scheduler(optimizer: torch.optim.Optimizer, cfg: PretrainConfig):
         optimizer, mode="min", factor=0.1, patience=cfg.plateau_patience, threshold=1e-3,
         min_lr=cfg.lr * 0.1**cfg.lr_drops,
     )  # fmt: skip
+
+
+def extend_cosine(scheduler, optimizer: torch.optim.Optimizer, epochs: int) -> bool:
+    """Stretches a resumed cosine schedule to ``epochs`` (a run continued with more epochs);
+    returns True when it changed anything.
+
+    The learning rate is set to the closed form at the epoch reached, so the following steps
+    are those of a cosine schedule over ``epochs`` from the start.
+    """
+    if not isinstance(scheduler, torch.optim.lr_scheduler.CosineAnnealingLR):
+        return False
+    if scheduler.T_max == epochs:
+        return False
+    scheduler.T_max = epochs
+    t = min(scheduler.last_epoch, epochs)
+    for group, base in zip(optimizer.param_groups, scheduler.base_lrs, strict=True):
+        eta_min = scheduler.eta_min
+        group["lr"] = eta_min + (base - eta_min) * (1 + math.cos(math.pi * t / epochs)) / 2
+    scheduler._last_lr = [g["lr"] for g in optimizer.param_groups]
+    return True
 
 
 def step_scheduler(scheduler, train_loss: float) -> None:

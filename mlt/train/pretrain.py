@@ -90,6 +90,7 @@ def train_worker(payload: dict) -> None:
         build_scheduler,
         current_lr,
         evaluate,
+        extend_cosine,
         step_scheduler,
         train_one_epoch,
     )
@@ -115,6 +116,8 @@ def train_worker(payload: dict) -> None:
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         start_epoch = int(state["epoch"]) + 1
+        if extend_cosine(scheduler, optimizer, cfg.epochs) and rank == 0:
+            print(f"cosine schedule stretched to {cfg.epochs} epochs", flush=True)
         if rank == 0:
             print(f"resumed from epoch {start_epoch}", flush=True)
     if on_gpu:
