@@ -47,8 +47,9 @@ def setup_tracking(config: RunConfig) -> str:
     A new experiment on the local SQLite default keeps its artifacts in ``<run_dir>/mlartifacts``.
     """
     uri = tracking_uri(config)
+    if uri != os.environ.get("MLFLOW_TRACKING_URI"):
+        _SET_HERE.add(uri)  # ours, not the user's: mlflow is about to export it
     mlflow.set_tracking_uri(uri)
-    _SET_HERE.add(uri)
     name = config.tracking.experiment
     exp = mlflow.get_experiment_by_name(name)
     if exp is not None:

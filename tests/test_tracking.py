@@ -36,3 +36,14 @@ def test_params_are_flattened_and_secrets_redacted() -> None:
         {"a": {"b": 1, "api_key": "s3cret"}, "uri": "http://user:pw@host:5000/x"}
     )
     assert flat == {"a.b": "1", "a.api_key": "***", "uri": "http://***@host:5000/x"}
+
+
+def test_the_users_tracking_uri_holds_for_every_later_stage(tmp_path, monkeypatch) -> None:
+    from mlt import tracking
+    from mlt.config import load_config
+
+    user = f"sqlite:///{tmp_path / 'user.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", user)
+    config = load_config(None, [f"run_dir={tmp_path / 'runs'}"])
+    assert tracking.setup_tracking(config) and tracking.tracking_uri(config) == user
+    assert tracking.setup_tracking(config) and tracking.tracking_uri(config) == user
