@@ -9,6 +9,10 @@ into a feature set of the LMDB store. Two modes:
   spans the trunk's input), and each window's part of the C5 map is ROI-pooled to the trunk's
   C5 grid before FC6/FC7 — the paper's suggested fully convolutional evaluation.
 
+With ``windows.grid=boxed`` each non-difficult object box gives one square window
+(:mod:`mlt.windows_boxed`); windows past the image are cut from the image mirrored at its
+borders (crop mode only; either backend crops the padded array).
+
 ``Featurizer`` is the per-process worker (pure torch); ``run_extract`` drives Ray actors over
 image shards, writes through one ``FeatureSetWriter`` (resuming image by image) and records
 an MLflow run with lineage tags.
@@ -43,6 +47,10 @@ EXTRACTOR_VERSION = "1"
 #: Reliability tests set this to "<chunk number>:<marker file>" to SIGKILL an actor once.
 FAULT_ENV = "MLT_FAULT_KILL_EXTRACT"
 MODES = ("crop", "conv")
+_BOXED_CROP_ONLY = (
+    "crop with windows.grid=boxed (boxed windows leave the image and are cut from its mirror"
+    " image, which conv mode's feature map does not have)"
+)
 
 
 @dataclass(frozen=True)
@@ -64,7 +72,17 @@ class ImageItem:
 def image_windows(
     ann: VocAnnotation, classes: Sequence[str], wc: WindowsConfig
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Returns (boxes, λ per window, labels) of the image's window grid under ``wc``."""
+    """Returns (boxes, λ per window, labels) of the image's windows under ``wc``.
+
+    ``wc.grid="boxed"``: one square per non-difficult object (:mod:`mlt.windows_boxed`), its
+    λ = min(w, h) / side, its label the object's class.
+    """
+    if wc.grid == "boxed":
+        from mlt.windows_boxed import boxed_windows, window_scales
+
+        boxes, labels = boxed_windows(ann, classes)
+        scales = window_scales(boxes, ann.width, ann.height)
+        return boxes.astype(np.float32), scales, labels.astype(np.int16)
     grid = window_grid(ann.width, ann.height, tuple(wc.scales), wc.stride_fraction)
     labels = label_windows(
         grid.boxes, ann.boxes(), ann.class_indices(classes), len(classes), difficult=ann.difficult(),
@@ -80,7 +98,8 @@ def dataset_items(
     """Returns the images of ``splits`` with their windows, and the dataset manifest digest.
 
     The digest covers every (split, image id, annotation bytes) and the class list, so a
-    changed annotation or split gives a different feature-set id.
+    changed annotation or split gives a different feature-set id. Images without windows (in
+    the boxed grid: no non-difficult object) are left out of the items.
     """
     items: list[ImageItem] = []
     h = hashlib.sha256(("\t".join(ds.classes) + "\n").encode())
@@ -93,6 +112,8 @@ def dataset_items(
             xml = ds.annotation_path(ann.image_id).read_bytes()
             h.update(f"{split}\t{ann.image_id}\t{hashlib.sha256(xml).hexdigest()}\n".encode())
             boxes, scales, labels = image_windows(ann, ds.classes, wc)
+            if not len(boxes):
+                continue
             path = str(ds.image_path(ann.image_id, ann.filename))
             items.append(ImageItem(ann.image_id, split, path, boxes, scales, labels))
     return items, h.hexdigest()[:32]
@@ -103,9 +124,13 @@ class Featurizer:
 
     def __init__(self, model: torch.nn.Module, layers: Sequence[str], mode: str = "crop",
                  backend: str = "reference", batch_size: int = 256, device: str = "cpu",
-                 conv_passes: int = 1) -> None:  # fmt: skip
+                 conv_passes: int = 1, mirror: bool = False) -> None:  # fmt: skip
         if mode not in MODES:
             raise InputError(None, "extract.mode", mode, f"one of {MODES}")
+        if mirror and mode != "crop":
+            raise InputError(None, "extract.mode", mode, _BOXED_CROP_ONLY)
+        # mirror: windows past the image are cut from the image mirrored at its borders.
+        self.mirror = mirror
         self.model = model.eval().to(device)
         self.layers = tuple(layers)
         self.mode = mode
@@ -135,7 +160,14 @@ class Featurizer:
         return out
 
     def _crop_mode(self, path: str, boxes: np.ndarray) -> dict[str, np.ndarray]:
-        crops = self.cropper.crop(path, boxes)
+        source = path
+        if self.mirror:
+            # Decoded here (the reference decoder, the same pixels as DALI's CPU decoder) and
+            # padded; either cropper then cuts the padded array exactly as it cuts a file.
+            from mlt.windows_boxed import mirror_pad
+
+            source, boxes = mirror_pad(decode_image(path), boxes)
+        crops = self.cropper.crop(source, boxes)
         out = self._forward(crops)
         return {layer: torch.cat(v).to(torch.float16).cpu().numpy() for layer, v in out.items()}
 
@@ -237,16 +269,19 @@ def feature_inputs(
     """Returns the inputs that determine a feature set (its id is their hash)."""
     m = trunk.model
     extra = {"conv_passes": conv_passes} if mode == "conv" else {}
+    grid = {
+        "scales": list(wc.scales),
+        "stride_fraction": wc.stride_fraction,
+        "window_fraction": wc.window_fraction,
+        "box_fraction": wc.box_fraction,
+    }  # fmt: skip
+    if wc.grid == "boxed":  # the grid's parameters do not touch boxed windows
+        grid = {"kind": wc.grid}
     return {
         **extra,
         "trunk_digest": trunk.digest,
         "layers": list(layers),
-        "grid": {
-            "scales": list(wc.scales),
-            "stride_fraction": wc.stride_fraction,
-            "window_fraction": wc.window_fraction,
-            "box_fraction": wc.box_fraction,
-        },  # fmt: skip
+        "grid": grid,
         "preprocessing": {
             "input_size": m.input_size,
             "mean": list(m.mean),
@@ -284,11 +319,14 @@ class _Worker:
         threads: int,
         conv_passes: int,
         fault: str | None = None,
+        mirror: bool = False,
     ) -> None:
         self.fault, self.chunks = fault, 0
         torch.set_num_threads(max(1, threads))
         device = "gpu" if torch.cuda.is_available() else "cpu"
-        self.featurizer = Featurizer(model, layers, mode, backend, batch_size, device, conv_passes)
+        self.featurizer = Featurizer(
+            model, layers, mode, backend, batch_size, device, conv_passes, mirror
+        )
 
     def run(self, chunk: list[ImageItem]) -> list[tuple[str, dict[str, np.ndarray]]]:
         self.chunks += 1
@@ -319,6 +357,8 @@ def run_extract(
     from mlt.raysession import ensure_ray
 
     ec, wc = config.extract, config.windows
+    if wc.grid == "boxed" and ec.mode != "crop":
+        raise InputError(None, "extract.mode", ec.mode, _BOXED_CROP_ONLY)
     root = Path(dataset_root or config.data.target).resolve()  # actors run in other folders
     ds = VocDataset(root)
     trunk = load_trunk(trunk_ref)
@@ -368,6 +408,7 @@ def run_extract(
                 threads,
                 ec.conv_passes,
                 os.environ.get(FAULT_ENV),
+                wc.grid == "boxed",
             )
             for _ in range(n_actors)
         ]

@@ -20,6 +20,7 @@ class Obj:
     ymax: int
     difficult: int = 0
     truncated: int = 0
+    actions: tuple[str, ...] = ()  # VOC2012 action flags set to 1 (written only when given)
 
 
 @dataclass
@@ -32,12 +33,18 @@ class Img:
     objects: list[Obj] = field(default_factory=list)
 
 
+def _actions_xml(o: Obj) -> str:
+    if not o.actions:
+        return ""
+    return "<actions>" + "".join(f"<{a}>1</{a}>" for a in o.actions) + "</actions>"
+
+
 def annotation_xml(img: Img) -> str:
     """Returns the VOC XML text of one image."""
     objs = "".join(
         f"<object><name>{o.name}</name><pose>Unspecified</pose><truncated>{o.truncated}</truncated>"
         f"<difficult>{o.difficult}</difficult><bndbox><xmin>{o.xmin}</xmin><ymin>{o.ymin}</ymin>"
-        f"<xmax>{o.xmax}</xmax><ymax>{o.ymax}</ymax></bndbox></object>"
+        f"<xmax>{o.xmax}</xmax><ymax>{o.ymax}</ymax></bndbox>{_actions_xml(o)}</object>"
         for o in img.objects
     )
     return (

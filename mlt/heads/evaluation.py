@@ -134,17 +134,27 @@ def run_evaluate(
     root = Path(dataset_root or saved.meta["dataset"])
     classes = saved.classes
     k = saved.meta.get("k", config.eval.k) if k is None else k
-    data = load_windows(fs, split_image_ids(root, split), saved.meta["layer"], cache_dir(config),
-                        what=f"split {split}")  # fmt: skip
+    ids = split_image_ids(root, split)
+    boxed = saved.meta.get("protocol") == "boxed"  # a head of a boxed set: windows are the items
+    if boxed:
+        from mlt.heads.boxed import boxed_image_ids
+
+        ids = boxed_image_ids(fs, root, ids, classes)
+    data = load_windows(fs, ids, saved.meta["layer"], cache_dir(config), what=f"split {split}")
     ds = VocDataset(root)
     annotations = [ds.annotation(i) for i in data.image_ids]
     gt = image_labels(annotations, classes)
     probs = window_probs(saved.model, data.features).numpy()
     paths = [str(ds.image_path(a.image_id, a.filename)) for a in annotations]
-    ev = evaluate_windows(
-        probs, data, classes, k, gt, annotations, split,
-        Path(overlay_dir) if overlay_dir else None, n_overlays, paths,
-    )  # fmt: skip
+    if boxed:
+        from mlt.heads.boxed import evaluate_boxed
+
+        ev = evaluate_boxed(probs, data, classes, split)
+    else:
+        ev = evaluate_windows(
+            probs, data, classes, k, gt, annotations, split,
+            Path(overlay_dir) if overlay_dir else None, n_overlays, paths,
+        )  # fmt: skip
     run_id = None
     if log and not Path(head_ref).is_file():
         run_id = _log(config, head_ref, ev)
