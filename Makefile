@@ -1,4 +1,4 @@
-# The two commands: `make demo` (the whole pipeline, once it exists) and `make test`.
+# The two commands: `make demo` (the whole pipeline on configs/demo.yaml) and `make test`.
 # Both create the virtual environment when it is missing.
 PYTHON ?= python3
 VENV   ?= .venv
@@ -8,7 +8,7 @@ TORCH_VERSION := 2.13.0
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: venv test test-fast lint format clean check-torch
+.PHONY: venv demo test test-fast lint format clean check-torch
 
 venv: $(STAMP)
 
@@ -26,6 +26,9 @@ check-torch:
 	@v=$$($(PY) -c 'import torch; print(torch.__version__)'); \
 	case "$$v" in $(TORCH_VERSION)|$(TORCH_VERSION)+cpu) echo "torch $$v ok";; \
 	*) echo "ERROR: torch is $$v, expected $(TORCH_VERSION): something upgraded it" >&2; exit 1;; esac
+
+demo: venv
+	$(VENV)/bin/mlt demo --config configs/demo.yaml
 
 test: venv
 	$(PY) -m pytest $(PYTEST_ARGS)

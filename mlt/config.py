@@ -47,6 +47,9 @@ class DataConfig(_Section):
     test_split: str = "test"
     subset: SubsetConfig = Field(default_factory=SubsetConfig)
     skip_bad: bool = False
+    target_limit: int | None = Field(
+        None, ge=1, description="first N images of each target split list (demos, smoke runs)"
+    )
 
 
 class WindowsConfig(_Section):

@@ -360,7 +360,7 @@ def run_extract(
     if wc.grid == "boxed" and ec.mode != "crop":
         raise InputError(None, "extract.mode", ec.mode, _BOXED_CROP_ONLY)
     root = Path(dataset_root or config.data.target).resolve()  # actors run in other folders
-    ds = VocDataset(root)
+    ds = VocDataset(root, limit=config.data.target_limit)
     trunk = load_trunk(trunk_ref)
     items, ds_digest = dataset_items(ds, [config.data.train_split, config.data.test_split], wc)
     ensure_ray()

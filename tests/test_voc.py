@@ -250,3 +250,15 @@ def test_input_errors_survive_pickling() -> None:
         and back.kind == "bad box"
         and back.field == err.field
     )
+
+
+def test_limit_keeps_the_first_ids_of_each_split_and_trainval_is_their_union(tmp_path) -> None:
+    from vocfixture import small_voc
+
+    from mlt.data.voc import VocDataset
+
+    root = small_voc(tmp_path / "voc")
+    full, one = VocDataset(root), VocDataset(root, limit=1)
+    assert one.ids("train") == full.ids("train")[:1] and one.ids("test") == full.ids("test")[:1]
+    assert one.ids("trainval") == full.ids("train")[:1] + full.ids("val")[:1]
+    assert [a.image_id for a in one.iter_annotations("trainval")] == one.ids("trainval")

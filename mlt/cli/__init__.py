@@ -32,7 +32,11 @@ def _register() -> None:
     from mlt.cli import extract as extract_cmd
     from mlt.cli import features as features_cmd
     from mlt.cli import heads as heads_cmd
+    from mlt.cli import pipeline as pipeline_cmd
     from mlt.cli import pretrain as pretrain_cmd
+    from mlt.cli import registry as registry_cmd
+    from mlt.cli import submit as submit_cmd
+    from mlt.cli import sweep as sweep_cmd
     from mlt.cli import windows as windows_cmd
 
     cli.add_command(data_cmd.data)
@@ -42,7 +46,15 @@ def _register() -> None:
     cli.add_command(extract_cmd.extract)
     cli.add_command(features_cmd.features)
     cli.add_command(heads_cmd.train_head)
+    cli.add_command(sweep_cmd.sweep)
     cli.add_command(evaluate_cmd.evaluate)
+    cli.add_command(submit_cmd.submit)
+    cli.add_command(submit_cmd.jobs)
+    cli.add_command(registry_cmd.promote)
+    cli.add_command(registry_cmd.predict)
+    cli.add_command(registry_cmd.ui)
+    cli.add_command(pipeline_cmd.pipeline)
+    cli.add_command(pipeline_cmd.demo)
 
 
 _register()

@@ -314,12 +314,14 @@ class VocDataset:
 
     ``classes`` defaults to the classes found in ``ImageSets/Main`` (the 20 VOC classes for
     VOC itself, TinyVOC's 12 for TinyVOC). Target class index i ↔ ``classes[i]``; background is
-    ``len(classes)``.
+    ``len(classes)``. ``limit`` keeps the first N ids of each split list (``trainval``: the
+    first N of ``train`` and of ``val`` when both lists exist) for demos and smoke runs.
     """
 
     root: Path
     classes: tuple[str, ...] = ()
     skip_bad: SkipLog = field(default_factory=SkipLog)
+    limit: int | None = None
 
     def __post_init__(self) -> None:
         self.root = Path(self.root)
@@ -340,8 +342,15 @@ class VocDataset:
         return len(self.classes)
 
     def ids(self, split: str) -> list[str]:
-        """Returns the image ids of ``split`` (train/val/trainval/test)."""
-        return read_split_ids(self.root, split)
+        """Returns the image ids of ``split`` (train/val/trainval/test), the first ``limit`` if set."""
+        if self.limit is None:
+            return read_split_ids(self.root, split)
+        main = self.root / "ImageSets" / "Main"
+        if split == "trainval" and (main / "train.txt").is_file() and (main / "val.txt").is_file():
+            train = self.ids("train")
+            seen = set(train)
+            return train + [i for i in self.ids("val") if i not in seen]
+        return read_split_ids(self.root, split)[: self.limit]
 
     def annotation_path(self, image_id: str) -> Path:
         """Returns the path of the image's annotation XML."""

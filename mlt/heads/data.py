@@ -59,11 +59,11 @@ class WindowData:
         )  # fmt: skip
 
 
-def split_image_ids(dataset_root: str | Path, split: str) -> list[str]:
-    """Returns the image ids of ``ImageSets/Main/<split>.txt`` under the VOC root."""
-    from mlt.data.voc import read_split_ids
+def split_image_ids(dataset_root: str | Path, split: str, limit: int | None = None) -> list[str]:
+    """Returns the image ids of ``ImageSets/Main/<split>.txt`` under the VOC root (first ``limit``)."""
+    from mlt.data.voc import VocDataset
 
-    return read_split_ids(Path(dataset_root), split)
+    return VocDataset(Path(dataset_root), limit=limit).ids(split)
 
 
 def load_windows(

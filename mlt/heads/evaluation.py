@@ -134,7 +134,8 @@ def run_evaluate(
     root = Path(dataset_root or saved.meta["dataset"])
     classes = saved.classes
     k = saved.meta.get("k", config.eval.k) if k is None else k
-    ids = split_image_ids(root, split)
+    limit = config.data.target_limit or saved.meta.get("target_limit")
+    ids = split_image_ids(root, split, limit)
     boxed = saved.meta.get("protocol") == "boxed"  # a head of a boxed set: windows are the items
     if boxed:
         from mlt.heads.boxed import boxed_image_ids

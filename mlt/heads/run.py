@@ -64,8 +64,8 @@ def prepare_inputs(
     classes = set_classes(fs)
     root = Path(dataset_root) if dataset_root else set_dataset(fs)
     hc = config.head
-    train_ids = split_image_ids(root, hc.train_split)
-    val_ids = split_image_ids(root, hc.val_split)
+    train_ids = split_image_ids(root, hc.train_split, config.data.target_limit)
+    val_ids = split_image_ids(root, hc.val_split, config.data.target_limit)
     boxed = is_boxed(fs.meta.get("inputs", {}))
     if boxed:
         train_ids = boxed_image_ids(fs, root, train_ids, classes)
@@ -106,6 +106,7 @@ def head_meta(inputs: HeadInputs, config: RunConfig, best_epoch: int) -> dict[st
         "trunk_run": fs.meta.get("info", {}).get("trunk_run"),
         "dataset": str(inputs.dataset_root),
         "best_epoch": best_epoch,
+        "target_limit": config.data.target_limit,
         "protocol": inputs.protocol,
         "head": config.head.model_dump(mode="json"),
     }
