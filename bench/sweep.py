@@ -223,7 +223,8 @@ def main() -> None:
         if "conv" in fly:
             d = max(abs(a.best_val_map - b) for a, b in zip(one, fly["conv"][2], strict=True))
             print(
-                f"best val mAP, store vs on the fly (conv mode, same features): max |diff| {d:.2e}"
+                f"best val mAP, store vs conv mode on the fly: max |diff| {d:.2e}"
+                + ("" if args.trunk else " (same trunk, same features)")
             )
 
     print(f"\n(b) {n} heads from the store: one by one vs batched ({passes} vectorised passes)")

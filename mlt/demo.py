@@ -35,7 +35,7 @@ def resolve_data(config: RunConfig) -> tuple[RunConfig, str]:
     cfg = config.model_copy(deep=True)
     cfg.data.source, cfg.data.target = Path(paths["source"]), Path(paths["target"])
     cfg.data.label_map = Path(paths["labelmap"])
-    cfg.data.subset.kind, cfg.data.subset.n = "all", None
+    cfg.data.subset.kind, cfg.data.subset.n, cfg.data.subset.images_per_class = "all", None, None
     cfg.data.target_limit = None
     return (
         cfg,

@@ -145,6 +145,9 @@ def test_train_head_then_evaluate_through_the_cli(heads_setup, capsys) -> None:
         "test_pointing_mean",
     } <= set(m)
     assert m["test_mAP"] == pytest.approx(ev["mAP"])
+    # both AP forms are kept apart: the area form never overwrites the VOC07 figures
+    assert m["val_mAP"] == pytest.approx(summary["val_mAP"])
+    assert m["val_mAP_area"] == pytest.approx(summary["val_mAP_area"])
     assert all(f"test_ap_{c}" in m for c in CLASSES)
     saved = load_head(run_id)
     assert saved.feature_set == set_id and saved.classes == CLASSES

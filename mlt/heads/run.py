@@ -113,10 +113,19 @@ def head_meta(inputs: HeadInputs, config: RunConfig, best_epoch: int) -> dict[st
 
 
 def log_table(table: APTable, prefix: str) -> None:
-    """Logs an AP table's per-class APs and mAP as metrics and its text as an artifact."""
+    """Logs an AP table's per-class APs and mAP as metrics and its text as an artifact.
+
+    The VOC07 form takes the plain names (``val_mAP``, ``val_ap_<class>``); the area form gets
+    ``area_`` after the prefix and ``val_mAP_area``, so the two never overwrite each other.
+    """
     import mlflow
 
-    mlflow.log_metrics(table.to_metrics(prefix))
+    if table.form == "voc07":
+        mlflow.log_metrics(table.to_metrics(prefix))
+    else:
+        metrics = table.to_metrics(f"{prefix}{table.form}_")
+        metrics[f"{prefix}mAP_{table.form}"] = metrics.pop(f"{prefix}{table.form}_mAP", float("nan"))
+        mlflow.log_metrics(metrics)
     mlflow.log_text(table.format(), f"tables/{prefix}{table.form}.txt")
 
 
