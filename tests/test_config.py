@@ -105,3 +105,11 @@ def test_missing_file_and_malformed_override(tmp_path: Path) -> None:
         load_config(None, ["pretrain.lr"])
     with pytest.raises(InputError, match="a section, not a value"):
         apply_overrides({"pretrain": 3}, ["pretrain.lr=1"])
+
+
+@pytest.mark.parametrize(
+    "path", sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml")), ids=lambda p: p.name
+)
+def test_every_shipped_run_config_validates(path) -> None:
+    config = load_config(path)
+    assert config.name and config.sweep.space.name.endswith(".yaml")

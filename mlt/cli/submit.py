@@ -67,7 +67,7 @@ def submit(
     --env adds more. Paths in ARGS are read on the cluster: use shared storage (or absolute
     paths on a local head). Prints the job id; `mlt jobs status|logs|stop ID` follow it up.
 
-    Example: mlt submit extract --address http://HEAD:8265 --config configs/gpu.yaml -- --trunk RUN_ID
+    Example: mlt submit extract --address http://HEAD:8265 --config configs/paper-voc07.yaml -- --trunk RUN_ID
     """
     from mlt.submit import follow, parse_env
     from mlt.submit import submit as submit_job
