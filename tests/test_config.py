@@ -108,7 +108,9 @@ def test_missing_file_and_malformed_override(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    "path", sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml")), ids=lambda p: p.name
+    "path",
+    sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml")),
+    ids=lambda p: p.name,
 )
 def test_every_shipped_run_config_validates(path) -> None:
     config = load_config(path)

@@ -23,7 +23,9 @@ def _config(tmp, data):
 
 
 def test_pipeline_runs_every_stage_then_skips_them_all(ray_session, tmp_path) -> None:
-    data = make_demo_data(tmp_path / "synthetic", source_images=(30, 10), target_images=(12, 12, 16))
+    data = make_demo_data(
+        tmp_path / "synthetic", source_images=(30, 10), target_images=(12, 12, 16)
+    )
     config = _config(tmp_path, data)
     said: list[str] = []
     first = run_pipeline(config, progress=False, echo=said.append)
@@ -42,7 +44,9 @@ def test_pipeline_runs_every_stage_then_skips_them_all(ray_session, tmp_path) ->
     assert "@champion" in text and first["feature_set"] in text
 
     # A changed pretraining setting is another trunk: its digest differs.
-    changed = config.model_copy(update={"pretrain": config.pretrain.model_copy(update={"epochs": 2})})
+    changed = config.model_copy(
+        update={"pretrain": config.pretrain.model_copy(update={"epochs": 2})}
+    )
     assert pretrain_digest(changed) != pretrain_digest(config)
 
 

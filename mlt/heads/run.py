@@ -124,7 +124,9 @@ def log_table(table: APTable, prefix: str) -> None:
         mlflow.log_metrics(table.to_metrics(prefix))
     else:
         metrics = table.to_metrics(f"{prefix}{table.form}_")
-        metrics[f"{prefix}mAP_{table.form}"] = metrics.pop(f"{prefix}{table.form}_mAP", float("nan"))
+        metrics[f"{prefix}mAP_{table.form}"] = metrics.pop(
+            f"{prefix}{table.form}_mAP", float("nan")
+        )
         mlflow.log_metrics(metrics)
     mlflow.log_text(table.format(), f"tables/{prefix}{table.form}.txt")
 
