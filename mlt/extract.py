@@ -361,6 +361,7 @@ def run_extract(
         raise InputError(None, "extract.mode", ec.mode, _BOXED_CROP_ONLY)
     root = Path(dataset_root or config.data.target).resolve()  # actors run in other folders
     ds = VocDataset(root, limit=config.data.target_limit)
+    tracking.setup_tracking(config)  # a trunk given as a run id lives in this tracking store
     trunk = load_trunk(trunk_ref)
     items, ds_digest = dataset_items(ds, [config.data.train_split, config.data.test_split], wc)
     ensure_ray()
@@ -381,7 +382,6 @@ def run_extract(
         "classes": list(ds.classes),
     }
     writer = store.writer(inputs, dims, meta)
-    tracking.setup_tracking(config)
     with tracking.run(config, f"extract-{set_id}", "extract") as active:
         tracking.log_config(config, sections=("windows", "extract"))
         tracking.set_tags({"mlt.featureset.id": set_id, "mlt.trunk.run": trunk.run_id, "mlt.trunk.digest": trunk.digest,

@@ -128,3 +128,26 @@ def test_sigkilled_actor_then_rerun_equals_a_clean_run(ray_session, setup, monke
     for image_id in clean.image_ids():
         np.testing.assert_array_equal(resumed.get(image_id, "fc7"), clean.get(image_id, "fc7"))
     assert resumed.manifest.equals(clean.manifest)
+
+
+def test_trunk_given_as_an_mlflow_run_id_is_found_in_the_configs_store(
+    ray_session, setup, monkeypatch
+) -> None:
+    import mlflow
+
+    from mlt import tracking
+
+    tmp, root, ckpt = setup
+    config = _config(
+        tmp, root, f"run_dir={tmp / 'runs-by-id'}", f"extract.store={tmp / 'store-by-id'}"
+    )
+    trunk = load_trunk(str(ckpt))
+    tracking.setup_tracking(config)
+    with mlflow.start_run() as run:
+        mlflow.pytorch.log_model(trunk.model, name="trunk", serialization_format="pickle")
+    mlflow.set_tracking_uri("sqlite:///" + str(tmp / "elsewhere.db"))  # mlflow points elsewhere,
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)  # and the user chose nothing
+    out = run_extract(config, run.info.run_id, progress=False)
+    fs = FeatureStore(tmp / "store-by-id").open(out["feature_set"])
+    assert fs.meta["info"]["trunk_run"] == run.info.run_id
+    assert fs.meta["inputs"]["trunk_digest"] == trunk.digest
