@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from trunkfixture import tiny_trunk
 from vocfixture import Img, Obj, small_voc, write_voc
 
 from featurestore import FeatureStore
@@ -184,12 +185,7 @@ def test_action_windows_check_their_lists(tmp_path) -> None:
 def boxed_setup(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("boxed")
     root = small_voc(tmp / "voc")
-    torch.manual_seed(0)
-    model = create_model("alexnet-small", num_classes=5)
-    ckpt = tmp / "trunk.pt"
-    torch.save(
-        {"model": model.state_dict(), "model_name": "alexnet-small", "classes": list("abcde")}, ckpt
-    )
+    ckpt = tiny_trunk(tmp / "trunk.pt")
     config = load_config(None, [
         f"run_dir={tmp / 'runs'}", f"extract.store={tmp / 'store'}", f"data.target={root}",
         "data.train_split=trainval", "extract.workers=1", "extract.backend=reference",

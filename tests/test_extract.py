@@ -6,14 +6,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
+from trunkfixture import tiny_trunk
 from vocfixture import small_voc
 
 from featurestore import FeatureStore
 from mlt.config import load_config
 from mlt.data.voc import VocDataset
 from mlt.extract import Featurizer, dataset_items, feature_inputs, load_trunk, run_extract
-from mlt.models import create_model
 
 pytestmark = pytest.mark.slow
 
@@ -22,12 +21,7 @@ pytestmark = pytest.mark.slow
 def setup(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("extract")
     root = small_voc(tmp / "voc")
-    torch.manual_seed(0)
-    model = create_model("alexnet-small", num_classes=5)
-    ckpt = tmp / "trunk.pt"
-    torch.save(
-        {"model": model.state_dict(), "model_name": "alexnet-small", "classes": list("abcde")}, ckpt
-    )
+    ckpt = tiny_trunk(tmp / "trunk.pt")
     return tmp, root, ckpt
 
 

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
+from trunkfixture import tiny_trunk
 from vocfixture import small_voc
 
 from mlt.cli import main
@@ -224,12 +224,7 @@ def test_submit_extract_to_a_local_head(tmp_path) -> None:
     set and MLflow run, then list/status/logs; the head is stopped whatever happens."""
     local = _load_local()
     root = small_voc(tmp_path / "voc")
-    torch.manual_seed(0)
-    from mlt.models import create_model
-
-    model = create_model("alexnet-small", num_classes=5)
-    ckpt = tmp_path / "trunk.pt"
-    torch.save({"model": model.state_dict(), "model_name": "alexnet-small", "classes": list("abcde")}, ckpt)  # fmt: skip
+    ckpt = tiny_trunk(tmp_path / "trunk.pt")
     store, mlflow_db = tmp_path / "store", tmp_path / "mlflow.db"
     t0 = time.monotonic()
     with local.local_head(num_cpus=2) as head:
