@@ -104,7 +104,13 @@ def log_dataset(name: str, digest: str, source: str | Path, context: str) -> Non
 
 def set_tags(tags: Mapping[str, Any]) -> None:
     """Sets string tags on the active run (secrets redacted); returns None."""
-    mlflow.set_tags({k: str(redact(v)) for k, v in tags.items() if v is not None})
+    mlflow.set_tags(
+        {
+            k: "***" if _SECRET_KEY.search(str(k)) else str(redact(v))
+            for k, v in tags.items()
+            if v is not None
+        }
+    )
 
 
 @contextmanager

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -48,3 +49,15 @@ def ray_session():
     ensure_ray(num_cpus=4)
     yield ray
     ray.shutdown()
+
+
+@pytest.fixture(autouse=True)
+def _restore_tracking_env():
+    """Restores MLFLOW_TRACKING_URI after each test: mlflow.set_tracking_uri exports it, and a
+    value left behind would pass for the user's choice in every later test."""
+    before = os.environ.get("MLFLOW_TRACKING_URI")
+    yield
+    if before is None:
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
+    else:
+        os.environ["MLFLOW_TRACKING_URI"] = before

@@ -139,8 +139,11 @@ def test_trunk_given_as_an_mlflow_run_id_is_found_in_the_configs_store(
     tracking.setup_tracking(config)
     with mlflow.start_run() as run:
         mlflow.pytorch.log_model(trunk.model, name="trunk", serialization_format="pickle")
-    mlflow.set_tracking_uri("sqlite:///" + str(tmp / "elsewhere.db"))  # mlflow points elsewhere,
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)  # and the user chose nothing
+    # mlflow points elsewhere and the user chose nothing (monkeypatch restores the variable:
+    # mlflow.set_tracking_uri exports it, which would leak into later tests)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "placeholder")
+    mlflow.set_tracking_uri("sqlite:///" + str(tmp / "elsewhere.db"))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     out = run_extract(config, run.info.run_id, progress=False)
     fs = FeatureStore(tmp / "store-by-id").open(out["feature_set"])
     assert fs.meta["info"]["trunk_run"] == run.info.run_id
