@@ -467,7 +467,7 @@ def run_sweep(
     from mlt import tracking
     from mlt.heads.artifact import ARTIFACT_PATH, FILE_NAME, save_head
     from mlt.heads.run import head_meta, lineage_tags, prepare_inputs
-    from mlt.heads.train import evaluate_head
+    from mlt.heads.train import evaluate_head_forms
 
     sc = config.sweep
     space_path = Path(space) if space is not None else Path(sc.space)
@@ -502,10 +502,7 @@ def run_sweep(
         best_id = child_ids[best.index]
         model = _trial_model(best)
         classes, k = inputs.classes, config.eval.k
-        tables = {
-            form: evaluate_head(model, inputs.val, inputs.val_gt, classes, k, form)
-            for form in ("voc07", "area")
-        }
+        tables = evaluate_head_forms(model, inputs.val, inputs.val_gt, classes, k)
         best_config = config.model_copy(update={"head": best.head})
         client = mlflow.MlflowClient()
         with tempfile.TemporaryDirectory(prefix="mlt-sweep-") as tmp:

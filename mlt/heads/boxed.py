@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 from torch import nn
 
-from mlt.evaluate import APTable, ap_table
+from mlt.evaluate import ap_table
 from mlt.heads.data import WindowData
 from mlt.heads.evaluation import Evaluation
 from mlt.heads.model import window_probs
@@ -49,13 +49,6 @@ def boxed_scores(model: nn.Module, data: WindowData, batch_size: int = 8192) -> 
     """Returns the (R, C) float64 class probabilities of every window of ``data`` (eval mode)."""
     probs = window_probs(model, data.features, batch_size).numpy()
     return probs[:, : data.num_classes].astype(np.float64)
-
-
-def boxed_table(
-    model: nn.Module, data: WindowData, gt: np.ndarray, classes: Sequence[str], form: str = "voc07"
-) -> APTable:
-    """Returns the per-class AP table over ``data``'s windows (``gt`` from :func:`boxed_gt`)."""
-    return ap_table(boxed_scores(model, data), gt, list(classes), form)
 
 
 def boxed_image_ids(

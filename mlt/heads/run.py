@@ -140,7 +140,7 @@ def run_train_head(
 
     from mlt import tracking
     from mlt.heads.artifact import ARTIFACT_PATH, FILE_NAME, save_head
-    from mlt.heads.train import evaluate_head, train_head
+    from mlt.heads.train import evaluate_head_forms, train_head
     from mlt.heads.unfrozen import build_head
 
     inputs = prepare_inputs(config, fs_ref, layer, dataset_root)
@@ -157,12 +157,9 @@ def run_train_head(
             inputs.train, inputs.val, config.head, classes, inputs.val_gt, k, config.eval.ap,
             model=model, callback=report, progress=progress, protocol=inputs.protocol,
         )  # fmt: skip
-        tables = {
-            form: evaluate_head(
-                result.model, inputs.val, inputs.val_gt, classes, k, form, inputs.protocol
-            )
-            for form in ("voc07", "area")
-        }
+        tables = evaluate_head_forms(
+            result.model, inputs.val, inputs.val_gt, classes, k, inputs.protocol
+        )
         for table in tables.values():
             log_table(table, "val_")
         mlflow.log_metrics({"best_epoch": result.best_epoch, "train_seconds": result.seconds})

@@ -58,20 +58,34 @@ def score_images(
     return image_scores(probs[:, : data.num_classes], data.image_index, data.n_images, k)
 
 
+def item_scores(
+    model: nn.Module, data: WindowData, k: float | str, protocol: str = "windows"
+) -> np.ndarray:
+    """Returns the scores AP ranks: (N, C) image scores (power-k mean over each image's windows),
+    or with ``protocol="boxed"`` (R, C) window scores, every window its own item (``k`` unused)."""
+    if protocol == "boxed":
+        from mlt.heads.boxed import boxed_scores
+
+        return boxed_scores(model, data)
+    return score_images(model, data, k)
+
+
 def evaluate_head(
     model: nn.Module, data: WindowData, gt: np.ndarray, classes: Sequence[str], k: float | str,
     form: str = "voc07", protocol: str = "windows",
 ) -> APTable:  # fmt: skip
-    """Returns the per-class AP table of the head on ``data``'s images (``gt`` from ground_truth).
+    """Returns the per-class AP table of the head on ``data`` (``gt`` from ground_truth, or
+    :func:`mlt.heads.boxed.boxed_gt` for the boxed protocol)."""
+    return ap_table(item_scores(model, data, k, protocol), gt, list(classes), form)
 
-    ``protocol="boxed"``: every window is its own item (``gt`` from
-    :func:`mlt.heads.boxed.boxed_gt`; ``k`` unused), see :mod:`mlt.heads.boxed`.
-    """
-    if protocol == "boxed":
-        from mlt.heads.boxed import boxed_table
 
-        return boxed_table(model, data, gt, classes, form)
-    return ap_table(score_images(model, data, k), gt, list(classes), form)
+def evaluate_head_forms(
+    model: nn.Module, data: WindowData, gt: np.ndarray, classes: Sequence[str], k: float | str,
+    protocol: str = "windows", forms: Sequence[str] = ("voc07", "area"),
+) -> dict[str, APTable]:  # fmt: skip
+    """Returns {form: AP table} of the head on ``data``, scoring its windows once for all forms."""
+    scores = item_scores(model, data, k, protocol)
+    return {form: ap_table(scores, gt, list(classes), form) for form in forms}
 
 
 def build_head_optimizer(params, hc: HeadConfig) -> torch.optim.Optimizer:
