@@ -8,7 +8,7 @@ TORCH_VERSION := 2.13.0
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: venv demo test test-fast lint format clean check-torch
+.PHONY: venv demo results test test-fast lint format clean check-torch
 
 venv: $(STAMP)
 
@@ -29,6 +29,11 @@ check-torch:
 
 demo: venv
 	$(VENV)/bin/mlt demo --config configs/demo.yaml
+
+# Every experiment of docs/RESULTS.md (hours on 2 cores; finished stages are reused, so an
+# interrupted run resumes). One experiment: .venv/bin/mlt experiment NAME
+results: venv
+	$(VENV)/bin/mlt experiment all
 
 test: venv
 	$(PY) -m pytest $(PYTEST_ARGS)

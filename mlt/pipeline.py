@@ -87,7 +87,7 @@ def run_pipeline(
     model_name = model_name or f"mlt-{config.name}"
 
     if "pretrain" in stages:
-        trunk = _pretrain(config, echo, progress)
+        trunk = pretrain_stage(config, echo, progress)
     out["trunk"] = trunk
     if "extract" in stages:
         if trunk is None:
@@ -106,16 +106,16 @@ def run_pipeline(
             raise InputError(
                 "<command line>", "--features", None, "a feature set when extract is not run"
             )
-        head_run, out["sweep"] = _sweep(config, features, echo, progress)
+        head_run, out["sweep"] = sweep_stage(config, features, echo, progress)
     out["head_run"] = head_run
     if "evaluate" in stages and head_run:
-        out["evaluation"] = _evaluate(config, head_run, echo)
+        out["evaluation"] = evaluate_stage(config, head_run, echo)
     if "promote" in stages and head_run:
         out["promotion"] = _promote(config, head_run, model_name, echo)
     return out
 
 
-def _pretrain(config: RunConfig, echo: Callable[[str], None], progress: bool) -> str:
+def pretrain_stage(config: RunConfig, echo: Callable[[str], None], progress: bool) -> str:
     """Returns the trunk run id: a finished run with the same inputs, or a new one."""
     from mlt.train.pretrain import run_pretrain
 
@@ -133,7 +133,7 @@ def _pretrain(config: RunConfig, echo: Callable[[str], None], progress: bool) ->
     return s["run_id"]
 
 
-def _sweep(
+def sweep_stage(
     config: RunConfig, features: str, echo: Callable[[str], None], progress: bool
 ) -> tuple[str, dict]:
     """Returns (best head run id, sweep summary): a finished sweep with the same inputs, or a new one."""
@@ -155,7 +155,7 @@ def _sweep(
     return s["best_run_id"], s
 
 
-def _evaluate(config: RunConfig, head_run: str, echo: Callable[[str], None]) -> dict:
+def evaluate_stage(config: RunConfig, head_run: str, echo: Callable[[str], None]) -> dict:
     """Returns the test evaluation of the head run (skipped when it already has test_mAP)."""
     import mlflow
 

@@ -29,6 +29,7 @@ def _register() -> None:
     from mlt.cli import config as config_cmd
     from mlt.cli import data as data_cmd
     from mlt.cli import evaluate as evaluate_cmd
+    from mlt.cli import experiment as experiment_cmd
     from mlt.cli import extract as extract_cmd
     from mlt.cli import features as features_cmd
     from mlt.cli import heads as heads_cmd
@@ -55,6 +56,7 @@ def _register() -> None:
     cli.add_command(registry_cmd.ui)
     cli.add_command(pipeline_cmd.pipeline)
     cli.add_command(pipeline_cmd.demo)
+    cli.add_command(experiment_cmd.experiment)
 
 
 _register()

@@ -113,12 +113,37 @@ def evaluate_windows(
     return ev
 
 
-def run_evaluate(
-    config: RunConfig, head_ref: str, split: str = "test", dataset_root: str | Path | None = None,
-    k: float | str | None = None, overlay_dir: str | Path | None = None, n_overlays: int = 8,
-    log: bool = True,
-) -> dict[str, Any]:  # fmt: skip
-    """Evaluates a trained head on ``split``; logs to its MLflow run; returns a summary."""
+@dataclass
+class ScoredSplit:
+    """A trained head's window probabilities on a split, with what scoring them needs."""
+
+    head: Any  # mlt.heads.artifact.SavedHead
+    data: WindowData
+    probs: np.ndarray  # (R, C+1)
+    annotations: list
+    gt: np.ndarray  # (N, C) devkit labels
+    paths: list[str]
+    boxed: bool
+
+    @property
+    def classes(self) -> list[str]:
+        """Returns the head's class names."""
+        return self.head.classes
+
+    def mean_ap(self, k: float | str, form: str = "voc07") -> float:
+        """Returns the mAP of the split's image scores at power-mean ``k`` (AP form ``form``)."""
+        c = self.data.num_classes
+        scores = image_scores(self.probs[:, :c], self.data.image_index, self.data.n_images, k)
+        return ap_table(scores, self.gt, self.classes, form).mean_ap
+
+
+def score_split(
+    config: RunConfig, head_ref: str, split: str = "test", dataset_root: str | Path | None = None
+) -> ScoredSplit:
+    """Returns the head's window probabilities on ``split`` of its feature set, with labels.
+
+    ``head_ref`` is a head.pt file, an MLflow run id or ``runs:/…`` URI (in the config's store).
+    """
     from mlt.data.voc import VocDataset
     from mlt.evaluate import image_labels
     from mlt.heads.artifact import load_head
@@ -133,7 +158,6 @@ def run_evaluate(
     fs = open_feature_set(config, saved.feature_set)
     root = Path(dataset_root or saved.meta["dataset"])
     classes = saved.classes
-    k = saved.meta.get("k", config.eval.k) if k is None else k
     limit = config.data.target_limit or saved.meta.get("target_limit")
     ids = split_image_ids(root, split, limit)
     boxed = saved.meta.get("protocol") == "boxed"  # a head of a boxed set: windows are the items
@@ -144,17 +168,29 @@ def run_evaluate(
     data = load_windows(fs, ids, saved.meta["layer"], cache_dir(config), what=f"split {split}")
     ds = VocDataset(root)
     annotations = [ds.annotation(i) for i in data.image_ids]
-    gt = image_labels(annotations, classes)
     probs = window_probs(saved.model, data.features).numpy()
     paths = [str(ds.image_path(a.image_id, a.filename)) for a in annotations]
-    if boxed:
+    return ScoredSplit(
+        saved, data, probs, annotations, image_labels(annotations, classes), paths, boxed
+    )
+
+
+def run_evaluate(
+    config: RunConfig, head_ref: str, split: str = "test", dataset_root: str | Path | None = None,
+    k: float | str | None = None, overlay_dir: str | Path | None = None, n_overlays: int = 8,
+    log: bool = True,
+) -> dict[str, Any]:  # fmt: skip
+    """Evaluates a trained head on ``split``; logs to its MLflow run; returns a summary."""
+    sc = score_split(config, head_ref, split, dataset_root)
+    k = sc.head.meta.get("k", config.eval.k) if k is None else k
+    if sc.boxed:
         from mlt.heads.boxed import evaluate_boxed
 
-        ev = evaluate_boxed(probs, data, classes, split)
+        ev = evaluate_boxed(sc.probs, sc.data, sc.classes, split)
     else:
         ev = evaluate_windows(
-            probs, data, classes, k, gt, annotations, split,
-            Path(overlay_dir) if overlay_dir else None, n_overlays, paths,
+            sc.probs, sc.data, sc.classes, k, sc.gt, sc.annotations, split,
+            Path(overlay_dir) if overlay_dir else None, n_overlays, sc.paths,
         )  # fmt: skip
     run_id = None
     if log and not Path(head_ref).is_file():

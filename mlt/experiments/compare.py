@@ -1,0 +1,118 @@
+"""Arms side by side: mAP tables over seeds, per-class tables and plots, verdicts vs the paper."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from mlt.experiments.report import SECTIONS, bar_plot, pct, table
+from mlt.experiments.runner import ArmResult, Echo, run_arm
+from mlt.experiments.spec import ExperimentSpec
+
+
+@dataclass
+class Context:
+    """How an experiment runs: its spec, command-line overrides, output and echo."""
+
+    spec: ExperimentSpec
+    overrides: tuple[str, ...] = ()
+    echo: Echo = print
+    progress: bool = True
+    prune: bool = False
+    command: str = ""
+    out: Path = SECTIONS
+    trunks: dict[str, str] = field(default_factory=dict)  # arm → trunk run id given
+    arms: tuple[str, ...] = ()  # only these arms (default: every arm of the spec)
+    existing: bool = False  # run nothing: tables of what has finished
+
+    def config(self, arm: str):
+        """Returns the run config of ``arm`` with the command-line overrides."""
+        return self.spec.arm_config(arm, self.overrides)
+
+
+def run_arms(ctx: Context, arms: Sequence[str] | None = None) -> dict[str, ArmResult]:
+    """Runs the spec's arms (or ``arms``, or the context's) with its seeds; returns arm → ArmResult.
+
+    Arms left out by the context's ``arms`` are still listed when they have finished heads.
+    """
+    out = {}
+    for arm in arms or list(ctx.spec.arms):
+        only_existing = ctx.existing or bool(ctx.arms and arm not in ctx.arms)
+        r = run_arm(arm, ctx.config(arm), ctx.spec.seeds, ctx.echo, ctx.progress,
+                    trunk=ctx.trunks.get(arm), prune=ctx.prune, existing=only_existing)  # fmt: skip
+        if r.heads or not only_existing:
+            out[arm] = r
+    return out
+
+
+def target_classes(result: ArmResult) -> list[str]:
+    """Returns the target's class names (label order) of an arm's config."""
+    from mlt.data.voc import VocDataset
+
+    return list(VocDataset(Path(result.config.data.target)).classes)
+
+
+def map_table(results: dict[str, ArmResult], labels: dict[str, str] | None = None) -> str:
+    """Returns the table of val and test mAP (VOC07 and area) and pointing per arm, mean ± std."""
+    labels = labels or {}
+    rows = []
+    for arm, r in results.items():
+        rows.append([labels.get(arm, arm), len(r.heads), pct(r.values("val_mAP")),
+                     pct(r.values("test_mAP")), pct(r.values("test_mAP_area")),
+                     pct(r.values("test_pointing_mean"))])  # fmt: skip
+    return table(
+        ["arm", "seeds", "val mAP", "test mAP (VOC07)", "test mAP (area)", "pointing"], rows
+    )
+
+
+def class_values(result: ArmResult, classes: Sequence[str], prefix: str = "test_ap_") -> np.ndarray:
+    """Returns the (C, seeds) per-class figures ``prefix + class`` of an arm's heads."""
+    return np.stack([result.values(f"{prefix}{c}") for c in classes])
+
+
+def class_table(results: dict[str, ArmResult], classes: Sequence[str], prefix: str = "test_ap_",
+                labels: dict[str, str] | None = None) -> str:  # fmt: skip
+    """Returns the per-class table (rows: classes and the mean; columns: arms), mean ± std."""
+    labels = labels or {}
+    per = {arm: class_values(r, classes, prefix) for arm, r in results.items()}
+    rows = [[c, *(pct(per[a][i]) for a in results)] for i, c in enumerate(classes)]
+    rows.append(["**mean**", *(pct(np.nanmean(per[a], axis=0)) for a in results)])
+    return table(["class", *(labels.get(a, a) for a in results)], rows)
+
+
+def class_plot(path: Path, results: dict[str, ArmResult], classes: Sequence[str], title: str,
+               prefix: str = "test_ap_", ylabel: str = "test AP (%)") -> Path:  # fmt: skip
+    """Draws per-class bars, one series per arm (error bars over seeds); returns the PNG path."""
+    series = {arm: class_values(r, classes, prefix) for arm, r in results.items()}
+    return bar_plot(path, list(classes), series, ylabel, title)
+
+
+def verdict(a: np.ndarray, b: np.ndarray, paper_diff: float) -> tuple[float, float, str]:
+    """Returns (a − b in points, its standard error in points, a verdict against the paper's sign).
+
+    The error is the head-seed noise only (one trunk per arm): 'reproduces' when the gap has the
+    paper's sign and exceeds two standard errors, 'reversed' when the opposite, else 'within noise'.
+    ``paper_diff`` 0 (the paper gives no direction): 'beyond head-seed noise' or 'within noise'.
+    """
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    a, b = a[np.isfinite(a)], b[np.isfinite(b)]
+    if not len(a) or not len(b):
+        return float("nan"), float("nan"), "not measured yet"
+    diff = 100 * (a.mean() - b.mean())
+    se = 100 * float(np.sqrt(_var(a) / len(a) + _var(b) / len(b)))
+    if abs(diff) <= 2 * se or diff == 0:
+        word = "within head-seed noise"
+    elif paper_diff == 0:
+        word = "beyond head-seed noise"
+    elif np.sign(diff) == np.sign(paper_diff):
+        word = "reproduces the paper's direction"
+    else:
+        word = "reversed compared with the paper"
+    return float(diff), se, word
+
+
+def _var(v: np.ndarray) -> float:
+    return float(v.var(ddof=1)) if len(v) > 1 else 0.0

@@ -1,0 +1,89 @@
+"""Experiment 7: cost — time and storage per stage on this machine, and head-sweep throughput.
+
+Reads every finished run of the tracking store (pretraining, extraction, heads) — what the other
+experiments made — and runs one batched sweep (``sweep.space``) on the arm's feature set to
+measure heads per minute against training heads one by one.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+
+from mlt.experiments.compare import Context
+from mlt.experiments.report import Section, duration, table
+from mlt.experiments.runner import ensure_features, ensure_trunk, run_seconds
+
+
+def _runs(stage: str) -> list:
+    import mlflow
+
+    return mlflow.search_runs(
+        search_all_experiments=True, output_format="list",
+        filter_string=f"tags.`mlt.stage` = '{stage}' and attributes.status = 'FINISHED'",
+        order_by=["attributes.start_time ASC"],
+    )  # fmt: skip
+
+
+def folder_bytes(path: Path) -> int:
+    """Returns the bytes of every file under ``path`` (0 when it does not exist)."""
+    path = Path(path)
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.exists() else 0
+
+
+def run(ctx: Context) -> Section:
+    """Collects the stage costs and measures the sweep; returns the section."""
+    from mlt.pipeline import sweep_stage
+
+    start = time.perf_counter()
+    arm = next(iter(ctx.spec.arms))
+    config = ctx.config(arm)
+    trunk = ensure_trunk(config, ctx.echo, ctx.progress)
+    set_id = ensure_features(config, trunk, ctx.echo, ctx.progress)
+    head_run, sweep = sweep_stage(config, set_id, ctx.echo, ctx.progress)
+    sweep_seconds = run_seconds(sweep["parent_run_id"])
+    import mlflow
+
+    trials = len(mlflow.search_runs(search_all_experiments=True, output_format="list",
+                                    filter_string=f"tags.`mlflow.parentRunId` = '{sweep['parent_run_id']}'"))  # fmt: skip
+    pre = []
+    for r in _runs("pretrain"):
+        m = r.data.metrics
+        pre.append([r.data.tags.get("mlt.config_name"), r.data.tags.get("mlt.subset.size"),
+                    f"{m.get('epoch', np.nan) + 1:.0f}", f"{m.get('train_images_per_s', np.nan):.0f}",
+                    duration(run_seconds(r.info.run_id)), f"`{r.info.run_id[:8]}`"])  # fmt: skip
+    ext = []
+    for r in _runs("extract"):
+        m = r.data.metrics
+        ext.append([f"`{r.data.tags.get('mlt.featureset.id', '')[:8]}`", r.data.params.get("extract.mode", ""),
+                    f"{m.get('images', np.nan):,.0f}", f"{m.get('windows', np.nan):,.0f}",
+                    duration(m.get("extract_seconds", np.nan)), f"{m.get('windows_per_s', np.nan):,.0f}",
+                    f"{m.get('disk_bytes', np.nan) / 2**30:.2f}"])  # fmt: skip
+    heads = [r.data.metrics.get("train_seconds", np.nan) for r in _runs("head")
+             if "mlflow.parentRunId" not in r.data.tags]  # fmt: skip
+    one = float(np.nanmedian(heads)) if heads else float("nan")
+    per_head = sweep_seconds / trials if trials else float("nan")
+    store = Path(config.extract.store)
+    body = f"""
+Pretraining (Ray Train, one worker on the 2 cores; images/s of the last epoch):
+
+{table(["config", "classes", "epochs", "images / s", "wall time", "run"], pre)}
+
+Extraction (Ray actors; GiB on disk in the LMDB feature store):
+
+{table(["feature set", "mode", "images", "windows", "time", "windows / s", "GiB"], ext)}
+
+Heads: {len(heads)} trained one by one, median training time **{duration(one)}** each. A batched
+sweep of {trials} heads on `{set_id[:8]}` ({config.sweep.space}) took **{duration(sweep_seconds)}**:
+{duration(per_head)} per head, **{60 / per_head if per_head else float("nan"):.1f} heads / min**
+({one / per_head if per_head else float("nan"):.1f}x a head trained alone, epochs differ by the space).
+
+Storage now: feature store {folder_bytes(store) / 2**30:.1f} GiB (materialised cache
+{folder_bytes(store / "cache") / 2**30:.1f} GiB of it), run folder {folder_bytes(Path(config.run_dir)) / 2**30:.1f} GiB.
+"""
+    ctx.echo(f"  sweep best head run {head_run}")
+    return Section(
+        ctx.spec.name, ctx.spec.title, body, ctx.command, time.perf_counter() - start, sweep_seconds
+    )

@@ -1,0 +1,65 @@
+"""Which module runs which experiment, in the issue's order, and the run of one experiment."""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from pathlib import Path
+
+from mlt.experiments.report import ORDER, RESULTS, SECTIONS, assemble, write_section
+from mlt.experiments.spec import load_spec, spec_names
+
+INTRO = """# Results: Tiny-ImageNet → TinyVOC
+
+Does transfer of mid-level CNN features behave here as Oquab et al. found on ImageNet → PASCAL
+VOC? Source: Tiny-ImageNet-200 (64-px images, 300 per class). Target: TinyVOC (12 VOC classes,
+1,250 train / 1,250 val / 2,500 test scenes, `../shared/data`). Trunk: alexnet-small (the paper's
+AlexNet scaled to 64-px inputs) pretrained with Ray Train on this 2-core CPU; window features of
+its fc7 cached in the LMDB feature store; heads FCa (1024) → FCb trained on train, early stopping
+and every choice on val; test touched only for the figures below. mAP is the VOC07 11-point
+form unless "area" is said. "± " is the standard deviation over head seeds (3 seeds per arm):
+pretraining runs are single (each costs 15–90 min here), so differences between trunks smaller
+than a pretraining seed's spread are not established. Each section names the command that made
+it (`make results` runs them all) and its wall time; a rerun reuses every finished stage.
+"""
+
+
+def module_name(kind: str) -> str:
+    """Returns the module of :mod:`mlt.experiments` for a spec kind (``source-classes`` → ``source_classes``)."""
+    return f"mlt.experiments.{kind.replace('-', '_')}"
+
+
+def ordered_names() -> list[str]:
+    """Returns every spec name, the issue's order first."""
+    names = spec_names()
+    return [n for n in ORDER if n in names] + [n for n in names if n not in ORDER]
+
+
+def titles() -> dict[str, str]:
+    """Returns spec name → title for every spec, in order."""
+    return {n: load_spec(n).title for n in ordered_names()}
+
+
+def run_experiment(
+    name: str, overrides: tuple[str, ...] = (), out: Path = SECTIONS, results: Path = RESULTS,
+    prune: bool = False, progress: bool = True, echo: Callable[[str], None] = print,
+    command: str = "", arms: tuple[str, ...] = (), existing: bool = False,
+) -> Path:  # fmt: skip
+    """Runs experiment ``name``, writes its section and re-assembles ``results``; returns the section path."""
+    from mlt.experiments.compare import Context
+
+    spec = load_spec(name)
+    module = importlib.import_module(module_name(spec.kind))
+    ctx = Context(
+        spec,
+        tuple(overrides),
+        echo,
+        progress,
+        prune,
+        command or f"mlt experiment {name}",
+        Path(out),
+    )
+    section = module.run(ctx)
+    path = write_section(section, Path(out))
+    assemble(Path(out), Path(results), INTRO)
+    return path
