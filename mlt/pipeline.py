@@ -27,12 +27,24 @@ def stage_digest(payload: Any) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+#: A generated source set (e.g. mlt.experiments.scratch) names what it was built from here.
+SOURCE_RECIPE = ".complete"
+
+
 def pretrain_digest(config: RunConfig) -> str:
-    """Returns the digest of what determines a pretraining run: source, subset, settings."""
+    """Returns the digest of what determines a pretraining run: source, subset, settings.
+
+    A generated source folder's recipe file (:data:`SOURCE_RECIPE`) is part of it, so the same
+    folder rebuilt from another target set is another source.
+    """
     data = config.data
-    return stage_digest({"source": str(Path(data.source).resolve()), "subset": data.subset.model_dump(mode="json"),
-                         "label_map": str(data.label_map), "pretrain": config.pretrain.model_dump(mode="json"),
-                         "name": config.name})  # fmt: skip
+    payload = {"source": str(Path(data.source).resolve()), "subset": data.subset.model_dump(mode="json"),
+               "label_map": str(data.label_map), "pretrain": config.pretrain.model_dump(mode="json"),
+               "name": config.name}  # fmt: skip
+    recipe = Path(data.source) / SOURCE_RECIPE
+    if recipe.is_file():
+        payload["source_recipe"] = recipe.read_text()
+    return stage_digest(payload)
 
 
 def sweep_digest(config: RunConfig, set_id: str) -> str:

@@ -23,9 +23,10 @@ from mlt.config import RunConfig
 from mlt.data.voc import VocDataset
 from mlt.decode import decode_image
 from mlt.extract import dataset_items
+from mlt.pipeline import SOURCE_RECIPE
 
 BACKGROUND = "background"
-DONE = ".complete"
+DONE = SOURCE_RECIPE  # its text is the recipe; pretrain_digest hashes it
 
 
 def draw_windows(labels: np.ndarray, num_classes: int, per_class: int, seed: int) -> np.ndarray:
