@@ -340,6 +340,34 @@ class _Worker:
                 os.kill(os.getpid(), signal.SIGKILL)
         return [(it.image_id, self.featurizer(it.path, it.boxes, it.scale)) for it in chunk]
 
+    def peak_rss(self) -> int:
+        """Returns this actor process's peak resident memory in bytes."""
+        from mlt.memory import peak_rss_bytes
+
+        return peak_rss_bytes()
+
+
+def _actor_peaks(actors: list) -> list[int]:
+    """Returns the peak RSS (bytes) of each live actor; [] when they cannot answer."""
+    import ray
+
+    try:
+        return ray.get([a.peak_rss.remote() for a in actors], timeout=30)
+    except Exception:  # a dead or stuck actor: the figures are not worth failing the stage
+        return []
+
+
+def _memory_metrics(actor_peaks: list[int]) -> dict[str, float]:
+    """Returns the run's peak-memory metrics: driver, largest actor, and driver + actors."""
+    from mlt.memory import peak_rss_bytes
+
+    driver = peak_rss_bytes()
+    out = {"peak_rss_driver_bytes": float(driver)}
+    if actor_peaks:
+        out["peak_rss_actor_max_bytes"] = float(max(actor_peaks))
+        out["peak_rss_total_bytes"] = float(driver + sum(actor_peaks))
+    return out
+
 
 def run_extract(
     config: RunConfig, trunk_ref: str, dataset_root: Path | None = None, progress: bool = True
@@ -452,6 +480,7 @@ def run_extract(
             raise
         finally:
             bar.close()
+            peaks = _actor_peaks(actors)
             for actor in actors:
                 ray.kill(actor)
         seconds = time.perf_counter() - start
@@ -459,7 +488,7 @@ def run_extract(
         counts = fs.meta["counts"]
         mlflow.log_metrics({"images": counts["images"], "windows": counts["windows"], "extract_seconds": seconds,
                             "windows_per_s": windows_done / seconds if seconds else 0.0,
-                            "disk_bytes": fs.disk_bytes()})  # fmt: skip
+                            "disk_bytes": fs.disk_bytes(), **_memory_metrics(peaks)})  # fmt: skip
         return {"feature_set": set_id, "skipped": False, "path": str(store.path(set_id)), "run_id": active.info.run_id,
                 "images": counts["images"], "windows": counts["windows"], "seconds": seconds,
                 "resumed_images": len(done)}  # fmt: skip

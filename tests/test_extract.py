@@ -49,6 +49,12 @@ def test_extract_then_skip_then_verify(ray_session, setup) -> None:
     labels = fs.labels(fs.select(image_ids=[it.image_id]))
     np.testing.assert_array_equal(labels, it.label)
 
+    import mlflow
+
+    metrics = mlflow.get_run(first["run_id"]).data.metrics  # the load figures: peak memory
+    assert metrics["peak_rss_actor_max_bytes"] > 50 * 2**20  # an actor holds torch + the trunk
+    assert metrics["peak_rss_total_bytes"] >= metrics["peak_rss_driver_bytes"] + 2 * 50 * 2**20
+
     again = run_extract(config, str(ckpt), progress=False)
     assert again["skipped"] and again["feature_set"] == first["feature_set"]
 
