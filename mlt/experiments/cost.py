@@ -27,6 +27,13 @@ def _runs(stage: str) -> list:
     )  # fmt: skip
 
 
+def _epochs(run_id: str) -> int:
+    """Returns the epochs a pretraining run logged (its val_top1 history; a continued run counts all)."""
+    import mlflow
+
+    return len(mlflow.MlflowClient().get_metric_history(run_id, "val_top1"))
+
+
 def folder_bytes(path: Path) -> int:
     """Returns the bytes of every file under ``path`` (0 when it does not exist)."""
     path = Path(path)
@@ -35,11 +42,13 @@ def folder_bytes(path: Path) -> int:
 
 def run(ctx: Context) -> Section:
     """Collects the stage costs and measures the sweep; returns the section."""
+    from mlt import tracking
     from mlt.pipeline import sweep_stage
 
     start = time.perf_counter()
     arm = next(iter(ctx.spec.arms))
     config = ctx.config(arm)
+    tracking.setup_tracking(config)  # every lookup below is in the config's tracking store
     trunk = ensure_trunk(config, ctx.echo, ctx.progress)
     set_id = ensure_features(config, trunk, ctx.echo, ctx.progress)
     head_run, sweep = sweep_stage(config, set_id, ctx.echo, ctx.progress)
@@ -52,7 +61,7 @@ def run(ctx: Context) -> Section:
     for r in _runs("pretrain"):
         m = r.data.metrics
         pre.append([r.data.tags.get("mlt.config_name"), r.data.tags.get("mlt.subset.size"),
-                    f"{m.get('epoch', np.nan) + 1:.0f}", f"{m.get('train_images_per_s', np.nan):.0f}",
+                    _epochs(r.info.run_id), f"{m.get('train_images_per_s', np.nan):.0f}",
                     duration(run_seconds(r.info.run_id)), f"`{r.info.run_id[:8]}`"])  # fmt: skip
     ext = []
     for r in _runs("extract"):

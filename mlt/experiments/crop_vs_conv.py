@@ -38,7 +38,7 @@ Heads ({len(ctx.spec.seeds)} seeds, mean ± std):
 extracts **{speed:.1f}x** faster. The paper crops and rescales every window (per-crop) and names
 whole-image convolutional evaluation as the cheaper alternative; conv mode pools each window from
 one feature map of the image per scale group, so its windows see context beyond their borders
-and are quantised to the map's cells — a small mAP change for a large saving.
+and are quantised to the map's cells.
 """
     return Section(
         ctx.spec.name,

@@ -46,8 +46,8 @@ score):
 
 {figures}
 
-The paper shows such maps qualitatively (its Figure 5): the maps peak on the objects, and
-fail on small or clustered objects; the pointing figures above measure the same thing.
+The paper shows such maps only as pictures (each pixel averages the scores of the windows
+covering it, as here); pointing accuracy puts a number on what they show.
 """
     return Section(
         ctx.spec.name,
