@@ -75,6 +75,12 @@ def test_pretrain_two_workers_then_resume(
     assert [h.step for h in after] == [2]
     assert after[-1].value < before[0].value  # the loss falls
 
+    # the same name with other settings must not continue this run's checkpoints
+    from mlt.errors import InputError
+
+    with pytest.raises(InputError, match="resume mismatch"):
+        run_pretrain(tiny_config(tmp_path, tiny_imagenet_root, "pretrain.lr=0.5"))
+
 
 def test_killed_worker_restarts_from_last_checkpoint(
     ray_session, tmp_path: Path, tiny_imagenet_root: Path, monkeypatch

@@ -29,6 +29,7 @@ from mlt.config import RunConfig
 from mlt.data.labelmap import load_label_map
 from mlt.data.source import SourceSet, read_source
 from mlt.data.subsets import select_classes, subset_digest
+from mlt.errors import InputError
 
 log = logging.getLogger(__name__)
 
@@ -280,6 +281,7 @@ def run_pretrain(
         log.warning("removing the earlier run's state at %s (--resume never)", storage / name)
         shutil.rmtree(storage / name)
     resuming = (storage / name).exists()
+    _check_resume_inputs(config, storage / name, resuming)
 
     ensure_ray()
     tracking.setup_tracking(config)
@@ -335,6 +337,37 @@ def run_pretrain(
         metrics = dict(result.metrics or {})
         return {"run_id": active.info.run_id, "model_uri": model_uri, "trunk_digest": digest, "metrics": metrics,
                 "checkpoint": result.checkpoint.path, "classes": len(source.classes), "epochs": int(state["epoch"]) + 1}  # fmt: skip
+
+
+#: In a Ray run folder: the digest of the inputs it trains (``pretrain.epochs`` left out).
+INPUTS_FILE = "mlt-inputs.txt"
+
+
+def resume_key(config: RunConfig) -> str:
+    """Returns what a pretraining run folder must hold to be continued: the pretraining
+    digest with ``pretrain.epochs`` left out (more epochs continue the same run)."""
+    from mlt.pipeline import pretrain_digest
+
+    fixed = config.pretrain.model_copy(update={"epochs": 1})
+    return pretrain_digest(config.model_copy(update={"pretrain": fixed}))
+
+
+def _check_resume_inputs(config: RunConfig, folder: Path, resuming: bool) -> None:
+    """Refuses to continue a run folder that trained other inputs; records them in a new one.
+
+    A folder without the record (made before it existed) is continued as it is.
+    """
+    key, marker = resume_key(config), folder / INPUTS_FILE
+    if resuming and marker.is_file() and marker.read_text().strip() != key:
+        raise InputError(
+            folder, "name", config.name,
+            "a config name whose earlier pretraining had the same source, subset and settings"
+            " (this run folder trained other inputs); give another name or --resume never",
+            kind="resume mismatch",
+        )  # fmt: skip
+    if not marker.is_file():
+        folder.mkdir(parents=True, exist_ok=True)
+        marker.write_text(key + "\n")
 
 
 def _find_resumable_run(ray_name: str) -> str | None:
