@@ -41,6 +41,7 @@ from featurestore.errors import (
     FeatureStoreError,
     IncompatibleFeatureSet,
     NotFound,
+    WriteFailed,
     WriterBusy,
 )
 from featurestore.ids import REQUIRED_INPUTS, canonical_json, feature_set_id
@@ -63,6 +64,7 @@ __all__ = [
     "Problem",
     "Selection",
     "SetInfo",
+    "WriteFailed",
     "WriterBusy",
     "canonical_json",
     "feature_set_id",

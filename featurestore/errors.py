@@ -22,6 +22,10 @@ class WriterBusy(FeatureStoreError):
     """Another live writer holds the feature set's temporary folder."""
 
 
+class WriteFailed(FeatureStoreError):
+    """The disk refused a write (full, a file-size limit, an I/O error); nothing was published."""
+
+
 class IncompatibleFeatureSet(FeatureStoreError):
     """Data that does not match the set: other layers or dims, a bad shape, another format."""
 

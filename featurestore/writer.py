@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
+import resource
 import shutil
 import time
 from collections.abc import Iterable, Mapping
@@ -15,7 +17,7 @@ import lmdb
 import numpy as np
 
 from featurestore import layout
-from featurestore.errors import FeatureStoreError, IncompatibleFeatureSet
+from featurestore.errors import FeatureStoreError, IncompatibleFeatureSet, WriteFailed
 from featurestore.layout import DTYPE, WindowRecord, feature_key
 from featurestore.locations import write_locations
 from featurestore.locking import release
@@ -40,6 +42,11 @@ class FeatureSetWriter:
     killed process) leaves the temporary folder; the next writer of the same id resumes it and
     :meth:`done` tells which images to skip. Use as a context manager: leaving the block
     without committing keeps the temporary folder for resume.
+
+    A full LMDB map is grown (doubled) and the write retried. A write the disk refuses (no
+    space, a file-size limit, an I/O error), in :meth:`put` or :meth:`commit`, raises
+    :class:`WriteFailed` naming the set, its folder and the free space; nothing is published and
+    what earlier transactions committed stays for the resume.
     """
 
     def __init__(
@@ -167,6 +174,24 @@ class FeatureSetWriter:
                 size = env.info()["map_size"] * 2
                 log.info("feature set %s: LMDB map full, growing it to %d MiB", self.id, size >> 20)
                 env.set_mapsize(size)
+            except lmdb.Error as e:
+                raise self._write_failed(e) from e
+
+    def _write_failed(self, err: BaseException) -> WriteFailed:
+        """Returns the error for a write the disk refused: the set, its folder, the cause, the
+        free space there and this process's file-size limit when it has one."""
+        try:
+            free = f"{shutil.disk_usage(self.tmp).free >> 20} MiB free there"
+        except OSError:
+            free = "free space unknown"
+        limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+        if limit != resource.RLIM_INFINITY:
+            free += f"; this process may not write files over {limit} bytes (ulimit -f)"
+        return WriteFailed(
+            f"feature set {self.id}: writing {self.tmp} failed: {err} ({free}); nothing was "
+            f"published: free space and run again to resume from the images written so far, "
+            f"or remove the partial set (`mlt features gc`)"
+        )
 
     # -- finishing -------------------------------------------------------------------------
 
@@ -201,23 +226,29 @@ class FeatureSetWriter:
             "run_id": run_id,
             "info": {**self.meta, **dict(extra_meta or {})},
         }
-        write_manifest(table, self.tmp / layout.MANIFEST_FILE)
-        layout.fsync_path(self.tmp / layout.MANIFEST_FILE)
-        env.sync(True)
-        env.close()
-        (self.tmp / layout.LMDB_DIR / "lock.mdb").unlink(missing_ok=True)
-        write_locations(
-            self.tmp / layout.LMDB_DIR,
-            self.tmp,
-            self.id,
-            cols.image_ids,
-            cols.image_counts,
-            self.layers,
-        )
-        layout.write_durable(
-            self.tmp / layout.META_FILE, json.dumps(meta, indent=2, sort_keys=True).encode()
-        )
-        layout.fsync_path(self.tmp)
+        try:
+            write_manifest(table, self.tmp / layout.MANIFEST_FILE)
+            layout.fsync_path(self.tmp / layout.MANIFEST_FILE)
+            env.sync(True)
+            env.close()
+            (self.tmp / layout.LMDB_DIR / "lock.mdb").unlink(missing_ok=True)
+            write_locations(
+                self.tmp / layout.LMDB_DIR,
+                self.tmp,
+                self.id,
+                cols.image_ids,
+                cols.image_counts,
+                self.layers,
+            )
+            layout.write_durable(
+                self.tmp / layout.META_FILE, json.dumps(meta, indent=2, sort_keys=True).encode()
+            )
+            layout.fsync_path(self.tmp)
+        except (OSError, lmdb.Error) as e:
+            for name in (layout.MANIFEST_FILE, layout.LOCATIONS_FILE, layout.META_FILE):
+                with contextlib.suppress(OSError):  # half-written: the resumed commit rewrites them
+                    (self.tmp / name).unlink(missing_ok=True)
+            raise self._write_failed(e) from e
         final = self.root / self.id
         # The writer lock moves with the folder, so no second writer can start on it meanwhile.
         os.rename(self.tmp, final)

@@ -377,7 +377,6 @@ def run_extract(
     Same inputs → same feature-set id → nothing is recomputed. An interrupted extraction resumes
     image by image. The work is spread over ``extract.workers`` Ray actors.
     """
-    import mlflow
     import ray
     from tqdm import tqdm
 
@@ -486,7 +485,7 @@ def run_extract(
         seconds = time.perf_counter() - start
         fs = writer.commit(run_id=active.info.run_id)
         counts = fs.meta["counts"]
-        mlflow.log_metrics({"images": counts["images"], "windows": counts["windows"], "extract_seconds": seconds,
+        tracking.log_metrics({"images": counts["images"], "windows": counts["windows"], "extract_seconds": seconds,
                             "windows_per_s": windows_done / seconds if seconds else 0.0,
                             "disk_bytes": fs.disk_bytes(), **_memory_metrics(peaks)})  # fmt: skip
         return {"feature_set": set_id, "skipped": False, "path": str(store.path(set_id)), "run_id": active.info.run_id,

@@ -549,3 +549,59 @@ def test_a_set_written_again_at_the_same_path_is_read_afresh(store: FeatureStore
     assert new.id == old.id
     assert np.array_equal(store.open(new.id).get(image_id(0)), expected(0, "fc7", seed=5))
     assert np.array_equal(old_view, expected(0, "fc7"))
+
+
+_SIZE_LIMITED_WRITER = textwrap.dedent(
+    """
+    import resource, signal, sys
+    sys.path.insert(0, sys.argv[2])
+    from featurestore import FeatureStore, WriteFailed
+    from featurestore_fixture import DIMS, image_item, make_inputs
+
+    def limit_file_size():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG
+        resource.setrlimit(resource.RLIMIT_FSIZE, (int(sys.argv[4]),) * 2)
+
+    with FeatureStore(sys.argv[1]).writer(make_inputs(), DIMS, meta={"trunk_run": "run-trunk"}) as w:
+        try:
+            if sys.argv[3] == "put":
+                limit_file_size()
+            for i in range(40):
+                w.put(*image_item(i))
+            if sys.argv[3] == "commit":
+                limit_file_size()
+            w.commit(run_id="run-extract")
+        except WriteFailed as e:
+            print(e)
+            sys.exit(3)
+    """
+)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("phase", "limit"), [("put", 40 << 10), ("commit", 2 << 10)])
+def test_a_refused_write_publishes_nothing_and_a_rerun_resumes(
+    tmp_path: Path, store: FeatureStore, phase: str, limit: int
+) -> None:
+    # A real EFBIG from the kernel (RLIMIT_FSIZE), as a full disk's ENOSPC, without root: in
+    # put (data.mdb cannot grow) or in commit (the manifest cannot be written).
+    proc = subprocess.run(
+        [sys.executable, "-c", _SIZE_LIMITED_WRITER, str(store.root), str(Path(__file__).parent), phase, str(limit)],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    fid = feature_set_id(make_inputs())
+    assert proc.returncode == 3, proc.stderr
+    message = proc.stdout
+    assert f"feature set {fid}: writing {store.root / f'.tmp-{fid}'} failed" in message
+    assert "nothing was published" in message and f"files over {limit} bytes" in message
+    assert not store.exists(fid) and not (store.root / fid).exists()
+    [entry] = store.list()
+    assert not entry.complete
+    w = store.writer(make_inputs(), DIMS, meta={"trunk_run": "run-trunk"})
+    done = w.done()
+    assert (len(done) < 40) == (phase == "put") and done == {image_id(i) for i in range(len(done))}
+    for i in range(len(done), 40):
+        w.put(*image_item(i))
+    resumed = w.commit(run_id="run-extract")
+    assert resumed.verify() == []
+    _assert_same_sets(resumed, write_set(FeatureStore(tmp_path / "clean"), 40))

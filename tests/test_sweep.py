@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from featurestore_fixture import make_inputs
 from vocfixture import Img, Obj, write_voc
 
@@ -91,18 +92,6 @@ def test_empty_or_unreadable_spaces(tmp_path: Path) -> None:
         load_space(_space(tmp_path, "- lr\n"))
     with pytest.raises(InputError, match="readable"):
         load_space(tmp_path / "missing.yaml")
-
-
-def test_tune_space_maps_each_kind(tmp_path: Path) -> None:
-    from ray import tune
-
-    grid = load_space(_space(tmp_path, "lr: [0.1, 0.01]\nepochs: 4\n")).tune_space("grid")
-    assert grid == {"epochs": 4, "lr": tune.grid_search([0.1, 0.01])}
-    path = _space(tmp_path, "lr: [0.1, 0.01]\ndropout: {uniform: [0.1, 0.4]}\nepochs: 4\n")
-    random = load_space(path, "random").tune_space("random")
-    assert random["epochs"] == 4
-    assert random["lr"].categories == [0.1, 0.01]
-    assert (random["dropout"].lower, random["dropout"].upper) == (0.1, 0.4)
 
 
 def test_sweeps_refuse_unfrozen_heads(tmp_path: Path) -> None:
@@ -246,3 +235,115 @@ def test_tune_sweep_trains_the_same_heads_as_the_batched_path(ray_session, tiny)
     best = max(max(h) for h in histories.values())
     assert tuned["best_val_mAP"] == pytest.approx(best, abs=1e-9)
     assert tuned["best_val_mAP"] <= batched["best_val_mAP"] + 1e-9
+
+
+# -- an interrupted sweep resumes -------------------------------------------------------------
+
+RESUME_SPACE = "fca_width: [4, 8]\nlr: [0.05, 0.01]\n"  # 4 trials, 2 batched groups (by width)
+
+
+def _trial_runs(parent_id: str) -> dict[int, str]:
+    """Returns {trial index: child run id} of a sweep's (undeleted) child runs."""
+    return {int(c.data.tags["mlt.trial.index"]): c.info.run_id for c in _children(parent_id)}
+
+
+def _best_vals(parent_id: str) -> dict[int, float]:
+    return {
+        int(c.data.tags["mlt.trial.index"]): c.data.metrics["best_val_mAP"]
+        for c in _children(parent_id)
+    }
+
+
+def _same_result(resumed: dict, clean: dict) -> None:
+    for key in ("best_config", "best_head", "best_epoch", "best_val_mAP", "best_val_mAP_voc07",
+                "best_val_mAP_area", "table", "trials", "outcomes"):  # fmt: skip
+        assert resumed[key] == clean[key], key
+
+
+def test_an_interrupted_batched_sweep_resumes_without_retraining(tiny, monkeypatch, capsys) -> None:
+    import mlflow
+
+    import mlt.heads.batched as batched
+    from mlt.heads.artifact import load_head
+    from mlt.sweep import FAULT_ENV, INPUTS_TAG, _unfinished_sweep, run_sweep
+
+    tmp, set_id, _ = tiny
+    (tmp / "resume").mkdir()
+    space = _space(tmp / "resume", RESUME_SPACE)
+    config = _config(tmp, space)
+    clean = run_sweep(config, set_id, batched=True, progress=False)
+    clean_vals = _best_vals(clean["parent_run_id"])
+    clean_head = load_head(clean["best_run_id"]).model.state_dict()
+
+    trained: list[tuple[int, float]] = []
+    train_heads = batched.train_heads_batched
+
+    def counting(train, val, configs, *args, **kwargs):
+        trained.extend((hc.fca_width, hc.lr) for hc in configs)
+        return train_heads(train, val, configs, *args, **kwargs)
+
+    monkeypatch.setattr(batched, "train_heads_batched", counting)
+    monkeypatch.setenv(FAULT_ENV, "2")  # stop once the first group (2 trials) is recorded
+    with pytest.raises(RuntimeError, match=FAULT_ENV):
+        run_sweep(config, set_id, batched=True, progress=False)
+    digest = mlflow.get_run(clean["parent_run_id"]).data.tags[INPUTS_TAG]
+    [parent] = [
+        run for run in mlflow.search_runs(search_all_experiments=True, output_format="list",
+                                          filter_string=f"tags.`{INPUTS_TAG}` = '{digest}'")
+        if run.info.run_id != clean["parent_run_id"]
+    ]  # fmt: skip
+    assert parent.info.status == "FAILED" and trained == [(4, 0.05), (4, 0.01)]
+    before = _trial_runs(parent.info.run_id)
+    assert sorted(before) == [0, 1]
+
+    monkeypatch.delenv(FAULT_ENV)
+    trained.clear()
+    capsys.readouterr()
+    resumed = run_sweep(config, set_id, batched=True, progress=False)
+    assert "2 of 4 trials finished before and are reused, 2 to train" in capsys.readouterr().out
+    assert resumed["parent_run_id"] == parent.info.run_id and resumed["reused_trials"] == 2
+    assert trained == [(8, 0.05), (8, 0.01)]  # only the second group
+    after = _trial_runs(parent.info.run_id)
+    assert sorted(after) == list(range(4)) and {i: after[i] for i in before} == before
+    assert mlflow.get_run(parent.info.run_id).info.status == "FINISHED"
+    assert mlflow.get_run(parent.info.run_id).data.metrics["reused_trials"] == 2
+
+    _same_result(resumed, clean)
+    assert _best_vals(parent.info.run_id) == clean_vals
+    best = load_head(resumed["best_run_id"]).model.state_dict()
+    assert all(torch.equal(best[k], clean_head[k]) for k in clean_head)
+    # finished now: running the same sweep again would start a new one
+    assert _unfinished_sweep(parent.info.experiment_id, digest) is None
+
+
+@pytest.mark.slow
+def test_an_interrupted_tune_sweep_resumes_without_retraining(ray_session, tiny, capsys, monkeypatch) -> None:  # fmt: skip
+    import mlflow
+
+    from mlt.sweep import FAULT_ENV, run_sweep
+
+    tmp, set_id, _ = tiny
+    (tmp / "resume-tune").mkdir()
+    space = _space(tmp / "resume-tune", "lr: [0.05, 0.01]\n")
+    config = _config(tmp, space, "sweep.scheduler=fifo")
+    # The reference: with dropout 0 a Tune trial trains the same head as the batched path.
+    clean = run_sweep(config, set_id, batched=True, progress=False)
+    monkeypatch.setenv(FAULT_ENV, "1")  # stop once the first trial is recorded
+    with pytest.raises(RuntimeError, match=FAULT_ENV):
+        run_sweep(config, set_id, batched=False, progress=False)
+    [parent] = mlflow.search_runs(
+        search_all_experiments=True, output_format="list",
+        filter_string="tags.`mlt.stage` = 'sweep' and tags.`mlt.sweep.path` = 'tune' and attributes.status = 'FAILED'",
+    )  # fmt: skip
+    before = _trial_runs(parent.info.run_id)
+    assert len(before) == 1
+
+    monkeypatch.delenv(FAULT_ENV)
+    capsys.readouterr()
+    resumed = run_sweep(config, set_id, batched=False, progress=False)
+    assert "1 of 2 trials finished before and are reused, 1 to train" in capsys.readouterr().out
+    assert resumed["parent_run_id"] == parent.info.run_id and resumed["reused_trials"] == 1
+    after = _trial_runs(parent.info.run_id)
+    assert sorted(after) == [0, 1] and {i: after[i] for i in before} == before
+    assert resumed["best_config"] == clean["best_config"]
+    assert resumed["best_val_mAP"] == pytest.approx(clean["best_val_mAP"], abs=1e-9)

@@ -216,7 +216,7 @@ def _log(config: RunConfig, head_ref: str, ev: Evaluation) -> str:
 
     run_id = head_ref.split("/")[1] if head_ref.startswith("runs:/") else head_ref
     with tracking.run(config, "", "evaluate", run_id=run_id, system_metrics=False):
-        mlflow.log_metrics(ev.metrics())
+        tracking.log_metrics(ev.metrics())
         mlflow.log_text(ev.format(), f"tables/{ev.split}.txt")
         for p in ev.overlays:
             mlflow.log_artifact(str(p), f"maps/{ev.split}")

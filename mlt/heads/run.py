@@ -120,14 +120,16 @@ def log_table(table: APTable, prefix: str) -> None:
     """
     import mlflow
 
+    from mlt import tracking
+
     if table.form == "voc07":
-        mlflow.log_metrics(table.to_metrics(prefix))
+        tracking.log_metrics(table.to_metrics(prefix))
     else:
         metrics = table.to_metrics(f"{prefix}{table.form}_")
         metrics[f"{prefix}mAP_{table.form}"] = metrics.pop(
             f"{prefix}{table.form}_mAP", float("nan")
         )
-        mlflow.log_metrics(metrics)
+        tracking.log_metrics(metrics)
     mlflow.log_text(table.format(), f"tables/{prefix}{table.form}.txt")
 
 
@@ -151,7 +153,7 @@ def run_train_head(
         tracking.set_tags(lineage_tags(inputs.fs, layer))
 
         def report(epoch: int, metrics: dict) -> None:
-            mlflow.log_metrics({m: float(v) for m, v in metrics.items()}, step=epoch)
+            tracking.log_metrics({m: float(v) for m, v in metrics.items()}, step=epoch)
 
         result = train_head(
             inputs.train, inputs.val, config.head, classes, inputs.val_gt, k, config.eval.ap,
@@ -162,7 +164,7 @@ def run_train_head(
         )
         for table in tables.values():
             log_table(table, "val_")
-        mlflow.log_metrics({"best_epoch": result.best_epoch, "train_seconds": result.seconds})
+        tracking.log_metrics({"best_epoch": result.best_epoch, "train_seconds": result.seconds})
         with tempfile.TemporaryDirectory(prefix="mlt-head-") as tmp:
             head_file = save_head(
                 Path(tmp) / FILE_NAME, result.model, head_meta(inputs, config, result.best_epoch)
