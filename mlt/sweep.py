@@ -64,6 +64,7 @@ from pydantic import ValidationError
 
 from mlt.config import HeadConfig, RunConfig, load_yaml_mapping
 from mlt.errors import InputError, MltError
+from mlt.memory import peak_rss_bytes
 
 KINDS = ("choice", "uniform", "loguniform")
 _FORMAT_HINT = "a list (grid axis / choice), {choice: [...]}, {uniform: [a, b]}, {loguniform: [a, b]} or one value"
@@ -753,7 +754,8 @@ def run_sweep(
             mlflow.log_text, "upload sweep/trials.txt", _trials_table(trials), "sweep/trials.txt"
         )
         tracking.log_metrics({"best_val_mAP": tables[config.eval.ap].mean_ap, "trials": len(trials), "failed_trials": failed,
-                              "reused_trials": reused, "sweep_seconds": seconds, "heads_per_minute": heads_per_minute})  # fmt: skip
+                              "reused_trials": reused, "sweep_seconds": seconds, "heads_per_minute": heads_per_minute,
+                              "peak_rss_driver_bytes": peak_rss_bytes()})  # fmt: skip
         tracking.set_tags({"mlt.sweep.best_run": best_id})
         return {
             "parent_run_id": parent_id,

@@ -34,6 +34,11 @@ def _epochs(run_id: str) -> int:
     return len(mlflow.MlflowClient().get_metric_history(run_id, "val_top1"))
 
 
+def _gib(value: float | None) -> str:
+    """Returns bytes as GiB with two decimals, or "n/a" (runs made before memory was logged)."""
+    return "n/a" if value is None else f"{value / 2**30:.2f}"
+
+
 def folder_bytes(path: Path) -> int:
     """Returns the bytes of every file under ``path`` (0 when it does not exist)."""
     path = Path(path)
@@ -42,6 +47,8 @@ def folder_bytes(path: Path) -> int:
 
 def run(ctx: Context) -> Section:
     """Collects the stage costs and measures the sweep; returns the section."""
+    import mlflow
+
     from mlt import tracking
     from mlt.pipeline import sweep_stage
 
@@ -53,8 +60,7 @@ def run(ctx: Context) -> Section:
     set_id = ensure_features(config, trunk, ctx.echo, ctx.progress)
     head_run, sweep = sweep_stage(config, set_id, ctx.echo, ctx.progress)
     sweep_seconds = run_seconds(sweep["parent_run_id"])
-    import mlflow
-
+    sweep_metrics = mlflow.get_run(sweep["parent_run_id"]).data.metrics
     trials = len(mlflow.search_runs(search_all_experiments=True, output_format="list",
                                     filter_string=f"tags.`mlflow.parentRunId` = '{sweep['parent_run_id']}'"))  # fmt: skip
     pre = []
@@ -69,7 +75,7 @@ def run(ctx: Context) -> Section:
         ext.append([f"`{r.data.tags.get('mlt.featureset.id', '')[:8]}`", r.data.params.get("extract.mode", ""),
                     f"{m.get('images', np.nan):,.0f}", f"{m.get('windows', np.nan):,.0f}",
                     duration(m.get("extract_seconds", np.nan)), f"{m.get('windows_per_s', np.nan):,.0f}",
-                    f"{m.get('disk_bytes', np.nan) / 2**30:.2f}"])  # fmt: skip
+                    f"{m.get('disk_bytes', np.nan) / 2**30:.2f}", _gib(m.get("peak_rss_total_bytes"))])  # fmt: skip
     heads = [r.data.metrics.get("train_seconds", np.nan) for r in _runs("head")
              if "mlflow.parentRunId" not in r.data.tags]  # fmt: skip
     one = float(np.nanmedian(heads)) if heads else float("nan")
@@ -80,14 +86,16 @@ Pretraining (Ray Train, one worker on the 2 cores; images/s of the last epoch):
 
 {table(["config", "classes", "epochs", "images / s", "wall time", "run"], pre)}
 
-Extraction (Ray actors; GiB on disk in the LMDB feature store):
+Extraction (Ray actors; GiB on disk in the LMDB feature store; peak RSS of the driver plus every actor):
 
-{table(["feature set", "mode", "images", "windows", "time", "windows / s", "GiB"], ext)}
+{table(["feature set", "mode", "images", "windows", "time", "windows / s", "GiB", "peak RSS GiB"], ext)}
 
 Heads: {len(heads)} trained one by one, median training time **{duration(one)}** each. A batched
 sweep of {trials} heads on `{set_id[:8]}` ({config.sweep.space}) took **{duration(sweep_seconds)}**:
 {duration(per_head)} per head, **{60 / per_head if per_head else float("nan"):.1f} heads / min**
-({one / per_head if per_head else float("nan"):.1f}x a head trained alone, epochs differ by the space).
+({one / per_head if per_head else float("nan"):.1f}x a head trained alone, epochs differ by the space);
+peak memory of the sweep's process {_gib(sweep_metrics.get("peak_rss_driver_bytes"))} GiB (the windows
+of train and val are memory-mapped from the store's cache, so they count only as touched).
 
 Storage now: feature store {folder_bytes(store) / 2**30:.1f} GiB (materialised cache
 {folder_bytes(store / "cache") / 2**30:.1f} GiB of it), run folder {folder_bytes(Path(config.run_dir)) / 2**30:.1f} GiB.
