@@ -164,3 +164,24 @@ def test_experiments_end_to_end_then_a_rerun_trains_nothing(ray_session, tmp_pat
     assert len(mlflow.search_runs(search_all_experiments=True)) == n_runs  # nothing retrained
     assert sum("found run" in line for line in said) == 8
     assert any(line.startswith("pretrain: skipped") for line in said)
+
+    # --existing runs nothing: an arm not run yet is left out, an experiment without its main
+    # arm says what is missing
+    more = tmp_path / "more.yaml"
+    more.write_text(
+        agg.read_text().replace("  dense:", "  sparse: [windows.stride_fraction=0.5]\n  dense:")
+    )
+    run_experiment(
+        str(more), out=out, results=results, progress=False, echo=said.append, existing=True
+    )
+    text = (out / "more.md").read_text()
+    assert "| dense |" in text and "| sparse |" not in text
+    other = tmp_path / "other.yaml"
+    other.write_text(
+        agg.read_text().replace("seeds: [0, 1]", "seeds: [0, 1]\ncommon: [head.epochs=3]")
+    )
+    run_experiment(
+        str(other), out=out, results=results, progress=False, echo=said.append, existing=True
+    )
+    assert "Not measured yet" in (out / "other.md").read_text()
+    assert len(mlflow.search_runs(search_all_experiments=True)) == n_runs

@@ -11,7 +11,7 @@ import time
 
 import numpy as np
 
-from mlt.experiments.compare import Context, run_arms, verdict
+from mlt.experiments.compare import Context, pending, run_arms, verdict
 from mlt.experiments.report import Section, line_plot, pct, table
 from mlt.experiments.runner import ArmResult, extraction_figures, stage_seconds
 
@@ -43,6 +43,8 @@ def run(ctx: Context) -> Section:
     ks = [k if k == "max" else float(k) for k in opts.get("ks", [1, 2, 5, 10, "max"])]
     k_arm = opts.get("k_arm", next(iter(ctx.spec.arms)))
     results = run_arms(ctx)
+    if k_arm not in results:
+        return pending(ctx, sorted(set(ctx.spec.arms) - set(results)))
     curves = k_curves(ctx, results[k_arm], ks)
     chosen = int(np.nanargmax(np.nanmean(curves["val"], axis=1)))
     labels = [k_label(k) for k in ks]

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mlt.experiments.report import SECTIONS, bar_plot, pct, table
+from mlt.experiments.report import SECTIONS, Section, bar_plot, pct, table
 from mlt.experiments.runner import ArmResult, Echo, run_arm
 from mlt.experiments.spec import ExperimentSpec
 
@@ -46,6 +46,15 @@ def run_arms(ctx: Context, arms: Sequence[str] | None = None) -> dict[str, ArmRe
         if r.heads or not only_existing:
             out[arm] = r
     return out
+
+
+def pending(ctx: Context, missing: Sequence[str] | str, seconds: float = 0.0) -> Section:
+    """Returns the section of an experiment whose arms are not all measured yet."""
+    missing = [missing] if isinstance(missing, str) else list(missing)
+    body = (f"**Not measured yet**: {', '.join(missing)} (no finished, test-scored heads in the "
+            f"tracking store). `{ctx.command.replace(' --existing', '')}` runs what is missing; "
+            "it reuses every finished stage.")  # fmt: skip
+    return Section(ctx.spec.name, ctx.spec.title, body, ctx.command, seconds)
 
 
 def target_classes(result: ArmResult) -> list[str]:

@@ -12,9 +12,25 @@ from pathlib import Path
 
 import numpy as np
 
-from mlt.experiments.compare import Context
+from mlt.experiments.compare import Context, pending
 from mlt.experiments.report import Section, duration, table
 from mlt.experiments.runner import ensure_features, ensure_trunk, run_seconds
+
+
+def _finished_sweep(config) -> tuple[str, dict] | None:
+    """Returns (feature set id, {"parent_run_id": …}) of the latest finished sweep of the
+    config's space, or None."""
+    import mlflow
+
+    runs = mlflow.search_runs(
+        search_all_experiments=True, output_format="list", max_results=50,
+        filter_string="tags.`mlt.stage` = 'sweep' and attributes.status = 'FINISHED'",
+        order_by=["attributes.start_time DESC"],
+    )  # fmt: skip
+    for r in runs:
+        if r.data.params.get("sweep.space") == str(config.sweep.space):
+            return r.data.tags.get("mlt.featureset.id", ""), {"parent_run_id": r.info.run_id}
+    return None
 
 
 def _runs(stage: str) -> list:
@@ -56,9 +72,15 @@ def run(ctx: Context) -> Section:
     arm = next(iter(ctx.spec.arms))
     config = ctx.config(arm)
     tracking.setup_tracking(config)  # every lookup below is in the config's tracking store
-    trunk = ensure_trunk(config, ctx.echo, ctx.progress)
-    set_id = ensure_features(config, trunk, ctx.echo, ctx.progress)
-    head_run, sweep = sweep_stage(config, set_id, ctx.echo, ctx.progress)
+    if ctx.existing:
+        found = _finished_sweep(config)
+        if found is None:
+            return pending(ctx, f"the sweep of {config.sweep.space}")
+        set_id, sweep = found
+    else:
+        trunk = ensure_trunk(config, ctx.echo, ctx.progress)
+        set_id = ensure_features(config, trunk, ctx.echo, ctx.progress)
+        _, sweep = sweep_stage(config, set_id, ctx.echo, ctx.progress)
     sweep_seconds = run_seconds(sweep["parent_run_id"])
     sweep_metrics = mlflow.get_run(sweep["parent_run_id"]).data.metrics
     trials = len(mlflow.search_runs(search_all_experiments=True, output_format="list",
@@ -100,7 +122,6 @@ of train and val are memory-mapped from the store's cache, so they count only as
 Storage now: feature store {folder_bytes(store) / 2**30:.1f} GiB (materialised cache
 {folder_bytes(store / "cache") / 2**30:.1f} GiB of it), run folder {folder_bytes(Path(config.run_dir)) / 2**30:.1f} GiB.
 """
-    ctx.echo(f"  sweep best head run {head_run}")
     return Section(
         ctx.spec.name, ctx.spec.title, body, ctx.command, time.perf_counter() - start, sweep_seconds
     )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from mlt.experiments.compare import Context, map_table, run_arms, verdict
+from mlt.experiments.compare import Context, map_table, pending, run_arms, verdict
 from mlt.experiments.report import Section, duration, table
 from mlt.experiments.runner import extraction_figures, stage_seconds
 
@@ -13,6 +13,8 @@ def run(ctx: Context) -> Section:
     """Runs both extraction modes with the same heads; returns the section."""
     start = time.perf_counter()
     results = run_arms(ctx)
+    if len(results) < 2:
+        return pending(ctx, sorted(set(ctx.spec.arms) - set(results)))
     rows, secs = [], {}
     for arm, r in results.items():
         ex = extraction_figures(r.feature_set) if r.feature_set else {}

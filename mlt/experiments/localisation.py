@@ -9,7 +9,14 @@ from __future__ import annotations
 
 import time
 
-from mlt.experiments.compare import Context, class_plot, class_table, run_arms, target_classes
+from mlt.experiments.compare import (
+    Context,
+    class_plot,
+    class_table,
+    pending,
+    run_arms,
+    target_classes,
+)
 from mlt.experiments.report import Section, pct
 from mlt.experiments.runner import stage_seconds
 
@@ -20,6 +27,8 @@ def run(ctx: Context) -> Section:
 
     start = time.perf_counter()
     results = run_arms(ctx)
+    if not results:
+        return pending(ctx, list(ctx.spec.arms))
     arm, r = next(iter(results.items()))
     classes = target_classes(r)
     plot = class_plot(ctx.out / "localisation-pointing.png", results, classes,

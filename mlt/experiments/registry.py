@@ -6,6 +6,7 @@ import importlib
 from collections.abc import Callable
 from pathlib import Path
 
+from mlt.errors import InputError
 from mlt.experiments.report import ORDER, RESULTS, SECTIONS, assemble, write_section
 from mlt.experiments.spec import load_spec, spec_names
 
@@ -49,16 +50,14 @@ def run_experiment(
     from mlt.experiments.compare import Context
 
     spec = load_spec(name)
+    for arm in arms:
+        if arm not in spec.arms:
+            raise InputError(
+                spec.path, "arms", arm, f"one of {sorted(spec.arms)}", kind="unknown arm"
+            )
     module = importlib.import_module(module_name(spec.kind))
-    ctx = Context(
-        spec,
-        tuple(overrides),
-        echo,
-        progress,
-        prune,
-        command or f"mlt experiment {name}",
-        Path(out),
-    )
+    ctx = Context(spec, tuple(overrides), echo, progress, prune, command or f"mlt experiment {name}",
+                  Path(out), arms=tuple(arms), existing=existing)  # fmt: skip
     section = module.run(ctx)
     path = write_section(section, Path(out))
     assemble(Path(out), Path(results), INTRO)

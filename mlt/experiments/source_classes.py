@@ -16,6 +16,7 @@ from mlt.experiments.compare import (
     class_table,
     class_values,
     map_table,
+    pending,
     run_arms,
     target_classes,
     verdict,
@@ -28,6 +29,8 @@ def run(ctx: Context) -> Section:
     """Runs every arm; returns the section with mAP, per-class tables, gains and the verdicts."""
     start = time.perf_counter()
     results = run_arms(ctx)
+    if len(results) < 2:
+        return pending(ctx, sorted(set(ctx.spec.arms) - set(results)))
     first = next(iter(results.values()))
     classes = target_classes(first)
     trunks = []

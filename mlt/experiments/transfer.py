@@ -14,6 +14,7 @@ from mlt.experiments.compare import (
     class_plot,
     class_table,
     map_table,
+    pending,
     run_arms,
     target_classes,
     verdict,
@@ -37,6 +38,8 @@ def run(ctx: Context) -> Section:
         build_window_source(cfg, Path(cfg.data.source), int(opts.get("per_class", 3500)),
                             int(opts.get("val_per_class", 500)), ctx.progress)  # fmt: skip
     results = run_arms(ctx)
+    if scratch not in results or len(results) < 2:
+        return pending(ctx, sorted(set(ctx.spec.arms) - set(results)))
     pre = next(a for a in results if a != scratch)
     classes = target_classes(results[pre])
     plot = class_plot(ctx.out / "transfer-classes.png", results, classes,

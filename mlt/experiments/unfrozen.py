@@ -13,6 +13,7 @@ from mlt.experiments.compare import (
     class_plot,
     class_table,
     map_table,
+    pending,
     run_arms,
     target_classes,
     verdict,
@@ -27,6 +28,8 @@ def run(ctx: Context) -> Section:
     """Runs both arms on the boxed feature set; returns the section."""
     start = time.perf_counter()
     results = run_arms(ctx)
+    if len(results) < 2:
+        return pending(ctx, sorted(set(ctx.spec.arms) - set(results)))
     names = list(results)
     classes = target_classes(results[names[0]])
     plot = class_plot(ctx.out / "unfrozen-classes.png", results, classes,
