@@ -7,7 +7,8 @@ closed and evicted with posix_fadvise(DONTNEED); the timed call opens and reads)
 copies, so both sides touch every byte: the memmap side with np.take (faster than fancy
 indexing) and image slices, the store side with FeatureSet.read_rows and FeatureSet.get.
 Prints windows/s, MB/s (1e6 bytes of float16), the store/memmap ratio and the disk size
-against the raw float16 bytes.
+against the raw float16 bytes; then the aggregate throughput of ``--readers`` processes
+reading at once against one (each read checked against the raw array).
 
     .venv/bin/python bench/featurestore.py                # ~1 GB each, < 2 minutes on 2 cores
     .venv/bin/python bench/featurestore.py --dim 4096 --images 250
@@ -76,6 +77,12 @@ def parse_args() -> argparse.Namespace:
         help="work folder, kept (default: a temporary folder, removed)",
     )
     add("--seed", type=int, default=0, help="seed of the data and the read order (default 0)")
+    add(
+        "--readers",
+        type=int,
+        default=4,
+        help="concurrent reader processes, against one (default 4; 0 skips)",
+    )
     return p.parse_args()
 
 
@@ -254,6 +261,56 @@ def compare(
     }
 
 
+def reader_process(
+    store_dir: str, set_id: str, npy: str, n: int, w: int, batch: int, count: int, seed: int,
+    start_at: float,
+) -> tuple[int, float, float, int]:  # fmt: skip
+    """One reader process (spawned): opens the store, waits for the common start time, reads
+    ``count`` random batches; returns (windows read, seconds reading, seconds from the common
+    start to its end, mismatches). Every batch is then checked against the raw memmap."""
+    fs = FeatureStore(Path(store_dir)).open(set_id)
+    mm = np.load(npy, mmap_mode="r")
+    rng = np.random.default_rng(seed)
+    rows = rng.integers(0, n, (count, batch)) * w + rng.integers(0, w, (count, batch))
+    time.sleep(max(0.0, start_at - time.time()))
+    t0 = time.perf_counter()
+    got = [fs.read_rows(r) for r in rows]
+    seconds = time.perf_counter() - t0
+    until_end = time.time() - start_at
+    bad = sum(not np.array_equal(g, np.take(mm, r, axis=0)) for g, r in zip(got, rows, strict=True))
+    fs.close()
+    return rows.size, seconds, until_end, bad
+
+
+def concurrent_reads(work: Path, set_id: str, npy: Path, args: argparse.Namespace) -> None:
+    """Prints warm random-batch throughput of 1 and ``args.readers`` reader processes at once
+    (spawned, each with its own reader), every read checked against the raw array."""
+    from concurrent.futures import ProcessPoolExecutor
+    from multiprocessing import get_context
+
+    n, w = args.images, args.windows
+    print()
+    print(
+        f"concurrent readers (spawned processes, warm, {args.batches} random {args.batch}-window batches each):"
+    )
+    print("| readers | total windows/s | per reader | mismatches |")
+    print("|---:|---:|---:|---:|")
+    for k in sorted({1, args.readers}):
+        job = (str(work / "store"), set_id, str(npy), n, w, args.batch, args.batches)
+        with ProcessPoolExecutor(k, mp_context=get_context("spawn")) as pool:
+            start_at = time.time() + 5.0  # after every process has started and opened the store
+            futures = [
+                pool.submit(reader_process, *job, args.seed + 10 + i, start_at) for i in range(k)
+            ]
+            done = [f.result() for f in futures]
+        wall = max(d[2] for d in done)  # from the common start to the last reader's end
+        windows = sum(d[0] for d in done)
+        bad = sum(d[3] for d in done)
+        per = statistics.mean(d[0] / d[1] for d in done)
+        print(f"| {k} | {windows / wall:,.0f} | {per:,.0f} | {bad} |")
+        assert bad == 0, "a concurrent reader read values that differ from the written array"
+
+
 def main() -> None:
     args = parse_args()
     work = args.dir or Path(tempfile.mkdtemp(prefix="mlt-bench-fs-"))
@@ -344,6 +401,8 @@ def main() -> None:
             f"targets: read throughput >= 0.80x memmap: {'met' if ok_read else 'NOT met'} (worst {worst:.2f}x); "
             f"disk <= 1.10x raw: {'met' if ok_disk else 'NOT met'} ({disk / raw_bytes:.4f}x)"
         )
+        if args.readers > 0:
+            concurrent_reads(work, set_id, npy, args)
     finally:
         if args.dir is None:
             shutil.rmtree(work, ignore_errors=True)
