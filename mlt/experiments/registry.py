@@ -59,6 +59,9 @@ def run_experiment(
     ctx = Context(spec, tuple(overrides), echo, progress, prune, command or f"mlt experiment {name}",
                   Path(out), arms=tuple(arms), existing=existing)  # fmt: skip
     section = module.run(ctx)
+    notes = spec.options.get("notes")
+    if notes and "Not measured yet" not in section.body:
+        section.body += f"\n\n**Discussion** (the spec's notes, written after reading the figures). {notes.strip()}\n"
     path = write_section(section, Path(out))
     assemble(Path(out), Path(results), INTRO)
     return path

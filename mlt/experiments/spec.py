@@ -2,7 +2,8 @@
 
 A spec holds ``title``, ``kind`` (the module of :mod:`mlt.experiments` that runs it; default the
 spec's name), ``base`` (a run config), ``common`` overrides for every arm, ``seeds`` of the heads,
-``arms`` (name → list of ``key=value`` overrides) and ``options`` (the kind's own settings).
+``arms`` (name → list of ``key=value`` overrides) and ``options`` (the kind's own settings;
+``options.notes``: a discussion appended to the section).
 Command-line overrides go after the arm's, so ``mlt experiment transfer data.target=/other/VOC``
 runs every arm on another VOC-format target set.
 """
