@@ -9,7 +9,6 @@ by id, and a head is a FINISHED MLflow run of stage ``head`` tagged with :func:`
 
 from __future__ import annotations
 
-import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -227,9 +226,3 @@ def run_seconds(run_id: str) -> float:
     if not info.end_time:
         return float("nan")
     return (info.end_time - info.start_time) / 1000.0
-
-
-def remove_tree(path: Path) -> None:
-    """Removes a folder tree if it exists (a scratch source set, overlay folders)."""
-    if Path(path).exists():
-        shutil.rmtree(path)
