@@ -13,7 +13,7 @@ import numpy as np
 
 from mlt.experiments.compare import Context, pending, run_arms, verdict
 from mlt.experiments.report import Section, line_plot, pct, table
-from mlt.experiments.runner import ArmResult, extraction_figures, stage_seconds
+from mlt.experiments.runner import ArmResult, extraction_figures
 
 
 def k_label(k: float | str) -> str:
@@ -87,11 +87,4 @@ Scales: each grid has its own feature set and heads (image scores at the heads' 
 is {kd:+.1f} points from the plain mean (k = 1).
 {chr(10).join(findings)}
 """
-    return Section(
-        ctx.spec.name,
-        ctx.spec.title,
-        body,
-        ctx.command,
-        time.perf_counter() - start,
-        stage_seconds(results),
-    )
+    return ctx.section(body, start, results)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -9,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from mlt.experiments.report import SECTIONS, Section, bar_plot, pct, table
-from mlt.experiments.runner import ArmResult, Echo, run_arm
+from mlt.experiments.runner import ArmResult, Echo, run_arm, stage_seconds
 from mlt.experiments.spec import ExperimentSpec
 
 
@@ -31,6 +32,12 @@ class Context:
     def config(self, arm: str):
         """Returns the run config of ``arm`` with the command-line overrides."""
         return self.spec.arm_config(arm, self.overrides)
+
+    def section(self, body: str, start: float, results: dict[str, ArmResult]) -> Section:
+        """Returns the experiment's section: ``body``, this render's time since ``start``
+        (a ``time.perf_counter()``) and the compute time of the arms' stages."""
+        return Section(self.spec.name, self.spec.title, body, self.command,
+                       time.perf_counter() - start, stage_seconds(results))  # fmt: skip
 
 
 def run_arms(ctx: Context, arms: Sequence[str] | None = None) -> dict[str, ArmResult]:

@@ -6,7 +6,7 @@ import time
 
 from mlt.experiments.compare import Context, map_table, pending, run_arms, verdict
 from mlt.experiments.report import Section, duration, table
-from mlt.experiments.runner import extraction_figures, stage_seconds
+from mlt.experiments.runner import extraction_figures
 
 
 def run(ctx: Context) -> Section:
@@ -42,11 +42,4 @@ whole-image convolutional evaluation as the cheaper alternative; conv mode pools
 one feature map of the image per scale group, so its windows see context beyond their borders
 and are quantised to the map's cells.
 """
-    return Section(
-        ctx.spec.name,
-        ctx.spec.title,
-        body,
-        ctx.command,
-        time.perf_counter() - start,
-        stage_seconds(results),
-    )
+    return ctx.section(body, start, results)

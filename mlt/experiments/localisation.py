@@ -18,7 +18,6 @@ from mlt.experiments.compare import (
     target_classes,
 )
 from mlt.experiments.report import Section, pct
-from mlt.experiments.runner import stage_seconds
 
 
 def run(ctx: Context) -> Section:
@@ -58,11 +57,4 @@ score):
 The paper shows such maps only as pictures (each pixel averages the scores of the windows
 covering it, as here); pointing accuracy puts a number on what they show.
 """
-    return Section(
-        ctx.spec.name,
-        ctx.spec.title,
-        body,
-        ctx.command,
-        time.perf_counter() - start,
-        stage_seconds(results),
-    )
+    return ctx.section(body, start, results)

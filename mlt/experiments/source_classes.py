@@ -22,7 +22,7 @@ from mlt.experiments.compare import (
     verdict,
 )  # fmt: skip
 from mlt.experiments.report import Section, bar_plot, duration, pct, table
-from mlt.experiments.runner import stage_seconds, trunk_figures
+from mlt.experiments.runner import trunk_figures
 
 
 def run(ctx: Context) -> Section:
@@ -92,11 +92,4 @@ Per-class gains of related pretraining (test AP points, mean over seeds):
         + "\n\nThe ± is head-seed noise only: one pretraining run per arm, so a gap smaller than "
         "the spread between pretraining seeds (not measured here) is not established."
     )
-    return Section(
-        ctx.spec.name,
-        ctx.spec.title,
-        "\n".join(parts),
-        ctx.command,
-        time.perf_counter() - start,
-        stage_seconds(results),
-    )
+    return ctx.section("\n".join(parts), start, results)

@@ -20,7 +20,7 @@ from mlt.experiments.compare import (
     verdict,
 )
 from mlt.experiments.report import Section, duration, pct, table
-from mlt.experiments.runner import stage_seconds, trunk_figures
+from mlt.experiments.runner import trunk_figures
 
 PAPER = {"pretrained": 78.7, "scratch": 70.9}
 
@@ -70,11 +70,4 @@ Per class (test AP, VOC07):
 {PAPER["pretrained"]} − {PAPER["scratch"]} = {PAPER["pretrained"] - PAPER["scratch"]:+.1f}): {word}.
 The ± is head-seed noise only: each arm has one pretraining run.
 """
-    return Section(
-        ctx.spec.name,
-        ctx.spec.title,
-        body,
-        ctx.command,
-        time.perf_counter() - start,
-        stage_seconds(results),
-    )
+    return ctx.section(body, start, results)

@@ -19,7 +19,6 @@ from mlt.experiments.compare import (
     verdict,
 )
 from mlt.experiments.report import Section
-from mlt.experiments.runner import stage_seconds
 
 PAPER = {"frozen": 68.4, "fc6": 70.2}
 
@@ -50,11 +49,4 @@ paper). {len(ctx.spec.seeds)} seeds, mean ± std:
 **Finding.** {names[1]} − {names[0]}: **{d:+.1f} ± {se:.1f}** test mAP points (paper, VOC 2012 action:
 PRE-1512U {PAPER["fc6"]} − PRE-1512 {PAPER["frozen"]} = {PAPER["fc6"] - PAPER["frozen"]:+.1f}): {word}.
 """
-    return Section(
-        ctx.spec.name,
-        ctx.spec.title,
-        body,
-        ctx.command,
-        time.perf_counter() - start,
-        stage_seconds(results),
-    )
+    return ctx.section(body, start, results)
