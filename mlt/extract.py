@@ -39,6 +39,7 @@ from mlt.config import RunConfig, WindowsConfig
 from mlt.data.voc import VocAnnotation, VocDataset
 from mlt.decode import decode_image, make_window_cropper
 from mlt.errors import InputError
+from mlt.memory import reset_peak
 from mlt.windows import label_windows, window_grid
 
 log = logging.getLogger(__name__)
@@ -409,6 +410,7 @@ def run_extract(
         "classes": list(ds.classes),
     }
     writer = store.writer(inputs, dims, meta)
+    reset_peak()  # this stage's own peak, not the process's earlier work
     with tracking.run(config, f"extract-{set_id}", "extract") as active:
         tracking.log_config(config, sections=("windows", "extract"))
         tracking.set_tags({"mlt.featureset.id": set_id, "mlt.trunk.run": trunk.run_id, "mlt.trunk.digest": trunk.digest,

@@ -64,7 +64,7 @@ from pydantic import ValidationError
 
 from mlt.config import HeadConfig, RunConfig, load_yaml_mapping
 from mlt.errors import InputError, MltError
-from mlt.memory import peak_rss_bytes
+from mlt.memory import peak_rss_bytes, reset_peak
 
 KINDS = ("choice", "uniform", "loguniform")
 _FORMAT_HINT = "a list (grid axis / choice), {choice: [...]}, {uniform: [a, b]}, {loguniform: [a, b]} or one value"
@@ -650,6 +650,7 @@ def run_sweep(
         if getattr(hc, "unfreeze", "none") != "none":
             raise InputError(space_path, "unfreeze", hc.unfreeze,
                              "none: sweeps train FCa/FCb heads on frozen features (train-head for unfrozen ones)")  # fmt: skip
+    reset_peak()  # the sweep's own peak memory, windows read included
     inputs = prepare_inputs(config, fs_ref, layer, dataset_root)
     tags = lineage_tags(inputs.fs, layer)
     path_name = "batched" if use_batched else "tune"
