@@ -29,9 +29,10 @@ def experiment(name: str, overrides: tuple[str, ...], out: str, results: str, pr
     Each arm pretrains (or finds) its trunk, extracts (or finds) its feature set, trains a head
     per seed on train with every choice on val, and scores it on test; stages already done are
     reused, so an interrupted experiment resumes and a finished one re-renders in seconds. The
-    section (tables, PNG plots, the command and its wall time) goes to OUT/NAME.md and
-    docs/RESULTS.md is re-assembled. KEY=VALUE overrides apply to every arm, e.g. another
-    VOC-format target: mlt experiment transfer data.target=/data/OtherVOC --out runs/other
+    section (tables, PNG plots, the command, its compute and render times) goes to OUT/NAME.md
+    and RESULTS is re-assembled from OUT. KEY=VALUE overrides apply to every arm, e.g. another
+    VOC-format target, reported outside docs/:
+    mlt experiment transfer data.target=/data/OtherVOC --out runs/other --results runs/other/RESULTS.md
 
     Example: mlt experiment source-classes
     """
