@@ -9,7 +9,6 @@ by id, and a head is a FINISHED MLflow run of stage ``head`` tagged with :func:`
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,15 +47,10 @@ class ArmResult:
     trunk: str
     feature_set: str | None
     heads: list[HeadFigures] = field(default_factory=list)
-    seconds: float = 0.0
 
     def values(self, metric: str) -> np.ndarray:
         """Returns the metric of every head (NaN where a head lacks it), in seed order."""
         return np.array([h.metrics.get(metric, np.nan) for h in self.heads], dtype=np.float64)
-
-    def mean(self, metric: str) -> float:
-        """Returns the mean of ``metric`` over the heads."""
-        return float(np.nanmean(self.values(metric)))
 
 
 def head_digest(config: RunConfig, trunk: str) -> str:
@@ -112,7 +106,7 @@ def ensure_features(config: RunConfig, trunk: str, echo: Echo, progress: bool = 
 
 def run_arm(
     arm: str, config: RunConfig, seeds: list[int], echo: Echo = print, progress: bool = True,
-    trunk: str | None = None, evaluate: bool = True, prune: bool = False, existing: bool = False,
+    trunk: str | None = None, prune: bool = False, existing: bool = False,
 ) -> ArmResult:  # fmt: skip
     """Runs one arm: its trunk, and a head per seed trained on train, chosen on val, scored on test.
 
@@ -126,7 +120,6 @@ def run_arm(
     from mlt import tracking
     from mlt.heads.run import cache_dir, run_train_head
 
-    start = time.perf_counter()
     tracking.setup_tracking(config)
     echo(f"[{arm}]")
     if existing:
@@ -156,7 +149,7 @@ def run_arm(
             echo(f"  head seed {seed}: found run {run_id}")
             result.feature_set = result.feature_set or run.data.tags.get("mlt.featureset.id")
         metrics = mlflow.get_run(run_id).data.metrics
-        if evaluate and f"{config.data.test_split}_mAP" not in metrics:
+        if f"{config.data.test_split}_mAP" not in metrics:
             if result.feature_set is None or not _store_has(config, result.feature_set):
                 result.feature_set = ensure_features(config, trunk, echo, progress)
             evaluate_stage(cfg, run_id, lambda line: None)
@@ -168,7 +161,6 @@ def run_arm(
             echo(
                 f"  pruned {removed / 2**30:.1f} GiB of materialised features of {result.feature_set}"
             )
-    result.seconds = time.perf_counter() - start
     return result
 
 
