@@ -289,6 +289,10 @@ def concurrent_reads(work: Path, set_id: str, npy: Path, args: argparse.Namespac
     from multiprocessing import get_context
 
     n, w = args.images, args.windows
+    for f in [*(work / "store").rglob("*.mdb"), npy]:  # warm: the cold rounds evicted the files
+        with open(f, "rb") as fh:
+            while fh.read(1 << 24):
+                pass
     print()
     print(
         f"concurrent readers (spawned processes, warm, {args.batches} random {args.batch}-window batches each):"
