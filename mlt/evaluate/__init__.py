@@ -21,7 +21,7 @@ from mlt.evaluate.localise import (
     pointing_hit,
     score_map,
 )
-from mlt.evaluate.scores import PowerK, image_scores, power_mean
+from mlt.evaluate.scores import PowerK, image_scores, k_name, power_mean
 
 __all__ = [
     "AP_FORMS",
@@ -36,6 +36,7 @@ __all__ = [
     "heat_colours",
     "image_labels",
     "image_scores",
+    "k_name",
     "overlay_png",
     "pointing_accuracy",
     "pointing_hit",

@@ -21,6 +21,11 @@ import numpy as np
 PowerK = float | Literal["max"]
 
 
+def k_name(k: PowerK) -> str:
+    """Returns a k's display and metric-name form: ``1``, ``2.5``, ``max``."""
+    return k if isinstance(k, str) else f"{k:g}"
+
+
 def _check_k(k: PowerK) -> PowerK:
     if k == "max":
         return k

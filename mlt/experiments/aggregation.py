@@ -11,19 +11,13 @@ import time
 
 import numpy as np
 
+from mlt.evaluate import k_name
 from mlt.experiments.compare import Context, pending, run_arms, verdict
 from mlt.experiments.report import Section, line_plot, pct, table
 from mlt.experiments.runner import ArmResult, extraction_figures
 
 
-def k_label(k: float | str) -> str:
-    """Returns a k's display form: ``1``, ``2.5``, ``max``."""
-    return k if isinstance(k, str) else f"{k:g}"
-
-
-def k_curves(
-    ctx: Context, result: ArmResult, ks: list, splits=("val", "test")
-) -> dict[str, np.ndarray]:
+def k_curves(result: ArmResult, ks: list, splits=("val", "test")) -> dict[str, np.ndarray]:
     """Returns split → (K, seeds) mAP of the arm's heads at each k (windows scored once per split)."""
     from mlt.heads.evaluation import score_split
 
@@ -45,9 +39,9 @@ def run(ctx: Context) -> Section:
     results = run_arms(ctx)
     if k_arm not in results:
         return pending(ctx, sorted(set(ctx.spec.arms) - set(results)))
-    curves = k_curves(ctx, results[k_arm], ks)
+    curves = k_curves(results[k_arm], ks)
     chosen = int(np.nanargmax(np.nanmean(curves["val"], axis=1)))
-    labels = [k_label(k) for k in ks]
+    labels = [k_name(k) for k in ks]
     plot = line_plot(ctx.out / "aggregation-k.png", labels, {"val": curves["val"], "test": curves["test"]},
                      "mAP (%)", f"Power-mean k ({k_arm} grid)", "k")  # fmt: skip
     krows = [[labels[i] + (" (chosen on val)" if i == chosen else ""), pct(curves["val"][i]),
@@ -79,7 +73,7 @@ of the {k_arm} grid, each scored at every k (mean ± std over seeds):
 ![mAP by k](./{plot.name})
 
 Scales: each grid has its own feature set and heads (image scores at the heads' k =
-{k_label(results[k_arm].config.eval.k)}, the setting k was chosen from on val in the paper too):
+{k_name(results[k_arm].config.eval.k)}, the setting k was chosen from on val in the paper too):
 
 {table(["grid", "scales λ", "stride", "windows / image", "val mAP", "test mAP (VOC07)", "test mAP (area)"], grid_rows)}
 

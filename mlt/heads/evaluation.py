@@ -22,6 +22,7 @@ from mlt.evaluate import (
     ap_table,
     class_boxes,
     image_scores,
+    k_name,
     overlay_png,
     pointing_accuracy,
     score_map,
@@ -90,9 +91,7 @@ def evaluate_windows(
     variants = {}
     for kv in K_VARIANTS:
         s = image_scores(probs[:, :c], data.image_index, data.n_images, kv)
-        variants[f"{kv:g}" if isinstance(kv, float) else str(kv)] = ap_table(
-            s, gt, classes, "voc07"
-        ).mean_ap
+        variants[k_name(kv)] = ap_table(s, gt, classes, "voc07").mean_ap
     ev = Evaluation(split, k, tables, variants)
     if annotations is None:
         return ev
