@@ -127,6 +127,11 @@ class ExtractConfig(_Section):
 class HeadConfig(_Section):
     """FCa/FCb heads trained on cached features."""
 
+    def digest_fields(self) -> dict:
+        """Returns the settings that stage digests hash: every field, less those left None, so a
+        field added later with a None default leaves the digests of earlier runs as they were."""
+        return self.model_dump(mode="json", exclude_none=True)
+
     fca_width: int = Field(2048, ge=1)
     dropout: float = Field(0.5, ge=0, lt=1)
     optimizer: Literal["sgd", "adamw"] = "sgd"
@@ -141,6 +146,10 @@ class HeadConfig(_Section):
     resample_background: bool = Field(True, description="redraw the background share each epoch")
     patience: int = Field(5, ge=1, description="early stopping on validation mAP")
     train_split: str = Field("train", description="images the head learns from")
+    train_images: int | None = Field(
+        None, ge=1, description="learn from only the first N images of train_split (a small"
+        " target set); None: all of them",
+    )  # fmt: skip
     val_split: str = Field("val", description="images for early stopping and every choice")
     unfreeze: Literal["none", "fc6", "fc6+fc7"] = Field(
         "none",

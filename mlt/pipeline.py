@@ -50,7 +50,7 @@ def pretrain_digest(config: RunConfig) -> str:
 def sweep_digest(config: RunConfig, set_id: str) -> str:
     """Returns the digest of what determines a sweep: feature set, head, sweep, space, eval."""
     space = Path(config.sweep.space)
-    return stage_digest({"features": set_id, "head": config.head.model_dump(mode="json"),
+    return stage_digest({"features": set_id, "head": config.head.digest_fields(),
                          "sweep": config.sweep.model_dump(mode="json"), "eval": config.eval.model_dump(mode="json"),
                          "space": space.read_text() if space.is_file() else None,
                          "limit": config.data.target_limit})  # fmt: skip

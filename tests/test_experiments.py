@@ -119,6 +119,26 @@ def test_scratch_window_set_is_an_imagefolder_of_train_and_val_windows(tmp_path)
     assert not list(tmp_path.glob(".tmp-*"))
 
 
+def test_scratch_window_set_of_a_small_target_reads_only_its_first_train_images(tmp_path) -> None:
+    from mlt.data.source import read_source
+    from mlt.data.synthetic import make_target
+    from mlt.data.voc import VocDataset
+
+    target = make_target(tmp_path / "voc", 3, n_train=6, n_val=4, n_test=2)
+    config = load_config(
+        None, [f"data.target={target}", "pretrain.input_size=32", "head.train_images=2"]
+    )
+    out = build_window_source(
+        config, tmp_path / "src", per_class=50, val_per_class=50, progress=False
+    )
+    first = VocDataset(target).ids("train")[:2]
+    owners = {s.path.name.rsplit("_", 1)[0] for s in read_source(out, "train").samples}
+    assert owners == set(first)
+    val = {s.path.name.rsplit("_", 1)[0] for s in read_source(out, "val").samples}
+    assert val == set(VocDataset(target).ids("val"))
+    assert "train_images=2" in (out / ".complete").read_text()
+
+
 @pytest.mark.slow
 def test_experiments_end_to_end_then_a_rerun_trains_nothing(ray_session, tmp_path) -> None:
     import mlflow

@@ -97,6 +97,36 @@ def test_load_windows_names_the_set_when_images_are_missing(heads_setup, tmp_pat
         load_windows(fs, ["999999"], "fc7", what="head.train_split=train")
 
 
+def test_train_images_keeps_the_first_n_train_images_and_leaves_val_whole(heads_setup) -> None:
+    from mlt.heads.run import prepare_inputs
+
+    tmp, voc, set_id = heads_setup
+    base = [f"extract.store={tmp / 'store'}"]
+    full = prepare_inputs(load_config(None, base), set_id)
+    few = prepare_inputs(load_config(None, [*base, "head.train_images=2"]), set_id)
+    train_ids = split_image_ids(voc, "train")
+    assert list(few.train.image_ids) == train_ids[:2] and len(train_ids) > 2
+    assert 0 < len(few.train.labels) < len(full.train.labels)
+    assert few.val.image_ids == full.val.image_ids
+    with pytest.raises(InputError, match=rf"head.train_images.*{len(train_ids) + 1}"):
+        prepare_inputs(
+            load_config(None, [*base, f"head.train_images={len(train_ids) + 1}"]), set_id
+        )
+
+
+def test_unset_head_fields_leave_stage_digests_as_they_were() -> None:
+    from mlt.experiments.runner import head_digest
+
+    config = load_config(None, [])
+    assert "train_images" not in config.head.digest_fields()
+    assert config.head.digest_fields() == {
+        k: v for k, v in config.head.model_dump(mode="json").items() if k != "train_images"
+    }
+    few = load_config(None, ["head.train_images=3"])
+    assert few.head.digest_fields()["train_images"] == 3
+    assert head_digest(few, "t") != head_digest(config, "t")
+
+
 def test_head_file_round_trip(tmp_path) -> None:
     torch.manual_seed(0)
     head = Head(12, 3, 7, 0.3)

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import click
 
+from mlt.cli.options import progress_option
+
 
 @click.command()
 @click.argument("name")
@@ -21,7 +23,7 @@ import click
               help="Run only this arm (repeatable); the others appear when already finished.")  # fmt: skip
 @click.option("--existing", is_flag=True,
               help="Run nothing: render the tables of what has finished (missing arms/seeds left out).")  # fmt: skip
-@click.option("--no-progress", is_flag=True, help="No progress bars.")
+@progress_option
 def experiment(name: str, overrides: tuple[str, ...], out: str, results: str, prune: bool,
                arms: tuple[str, ...], existing: bool, no_progress: bool) -> None:  # fmt: skip
     """Run experiment NAME (configs/experiments/NAME.yaml; `all` runs every one, `list` lists them).

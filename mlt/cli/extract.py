@@ -6,7 +6,7 @@ import json
 
 import click
 
-from mlt.cli.options import config_options
+from mlt.cli.options import config_options, progress_option
 from mlt.config import RunConfig
 
 
@@ -17,7 +17,7 @@ from mlt.config import RunConfig
               help="VOC-format target set (default: data.target of the config).")  # fmt: skip
 @click.option("--layer", "layers", multiple=True, type=click.Choice(["fc7", "fc6", "c5"]),
               help="Layer(s) to store (repeatable; default: extract.layers, fc7).")  # fmt: skip
-@click.option("--no-progress", is_flag=True, help="No progress bar.")
+@progress_option
 @config_options
 def extract(
     config: RunConfig,

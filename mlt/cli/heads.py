@@ -6,7 +6,7 @@ import json
 
 import click
 
-from mlt.cli.options import config_options
+from mlt.cli.options import config_options, progress_option
 from mlt.config import RunConfig
 
 
@@ -17,7 +17,7 @@ from mlt.config import RunConfig
               help="Layer of the set the head reads (c5 with head.unfreeze=fc6 or fc6+fc7).")  # fmt: skip
 @click.option("--dataset", "dataset_root", type=click.Path(file_okay=False), default=None,
               help="VOC root for split lists and labels (default: the set's own, from meta.json).")  # fmt: skip
-@click.option("--no-progress", is_flag=True, help="No progress bar.")
+@progress_option
 @config_options
 def train_head(
     config: RunConfig, fs_ref: str, layer: str, dataset_root: str | None, no_progress: bool

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import os
 from collections.abc import Callable
 
 import click
@@ -32,5 +33,21 @@ def config_options(func: Callable) -> Callable:
             click.echo(config_to_yaml(config), nl=False)
             return 0
         return func(*args, config=config, **kwargs)
+
+    return wrapper
+
+
+def progress_option(func: Callable) -> Callable:
+    """Returns ``func`` with a ``--no-progress`` flag (passed on as ``no_progress``).
+
+    The flag also turns off MLflow's artifact download bars, so a logged run prints only its lines.
+    """
+
+    @click.option("--no-progress", is_flag=True, help="No progress bars.")
+    @functools.wraps(func)
+    def wrapper(*args, no_progress: bool, **kwargs):
+        if no_progress:
+            os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"
+        return func(*args, no_progress=no_progress, **kwargs)
 
     return wrapper

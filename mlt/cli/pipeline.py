@@ -6,7 +6,7 @@ import json
 
 import click
 
-from mlt.cli.options import config_options
+from mlt.cli.options import config_options, progress_option
 from mlt.config import RunConfig
 from mlt.pipeline import STAGES
 
@@ -19,7 +19,7 @@ from mlt.pipeline import STAGES
 @click.option(
     "--model-name", default=None, help="Registered model name (default: mlt-<config name>)."
 )
-@click.option("--no-progress", is_flag=True, help="No progress bars.")
+@progress_option
 @config_options
 def pipeline(config: RunConfig, stages, trunk, features, model_name, no_progress) -> None:
     """Run pretrain → extract → sweep → evaluate → promote from one config.
@@ -41,7 +41,7 @@ def pipeline(config: RunConfig, stages, trunk, features, model_name, no_progress
 
 
 @click.command()
-@click.option("--no-progress", is_flag=True, help="No progress bars.")
+@progress_option
 @config_options
 def demo(config: RunConfig, no_progress: bool) -> None:
     """The whole pipeline on a small config (what `make demo` runs), then a summary.

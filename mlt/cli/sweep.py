@@ -6,7 +6,7 @@ import json
 
 import click
 
-from mlt.cli.options import config_options
+from mlt.cli.options import config_options, progress_option
 from mlt.config import RunConfig
 
 
@@ -22,7 +22,7 @@ from mlt.config import RunConfig
                    "head with ASHA (default: sweep.batched).")  # fmt: skip
 @click.option("--dataset", "dataset_root", type=click.Path(file_okay=False), default=None,
               help="VOC root for split lists and labels (default: the set's own, from meta.json).")  # fmt: skip
-@click.option("--no-progress", is_flag=True, help="No progress output.")
+@progress_option
 @config_options
 def sweep(
     config: RunConfig, fs_ref: str, space: str | None, layer: str, batched: bool | None,
@@ -43,6 +43,10 @@ def sweep(
     vectorised pass (fastest on CPU). The sweep is a parent MLflow run with a child run per
     trial; the best child carries head/head.pt, so `mlt evaluate --head <best_run_id>` scores
     it on the test split.
+
+    An interrupted sweep resumes when run again with the same inputs: finished trials are
+    kept and only the missing ones train. A tracking server that goes away is retried for
+    $MLT_TRACKING_RETRY_S seconds (default 300) before the sweep fails naming it.
 
     \b
     Example:

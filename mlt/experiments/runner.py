@@ -59,7 +59,7 @@ def head_digest(config: RunConfig, trunk: str) -> str:
                          "splits": [config.data.train_split, config.data.test_split],
                          "limit": config.data.target_limit, "windows": config.windows.model_dump(mode="json"),
                          "extract": config.extract.model_dump(mode="json", exclude={"workers", "batch_size", "chunk_images", "store"}),
-                         "head": config.head.model_dump(mode="json"), "eval": config.eval.model_dump(mode="json")})  # fmt: skip
+                         "head": config.head.digest_fields(), "eval": config.eval.model_dump(mode="json")})  # fmt: skip
 
 
 def head_layer(config: RunConfig) -> str:

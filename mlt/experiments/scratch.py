@@ -4,8 +4,9 @@ The paper's NO PRETRAIN row trains the same network on VOC alone. Here the trunk
 the usual way (:mod:`mlt.train.pretrain`) but on a classification set cut from TinyVOC: every
 window of the grid labelled by the head's rule (``windows.*``), saved as a ``input_size``-pixel
 JPEG in an ``imagefolder`` layout (``train/<class>/``, ``val/<class>/``, classes = the target's
-plus ``background``). Train windows come from ``head.train_split`` images, val windows from
-``head.val_split``; test images are never read. Each class keeps at most ``per_class`` windows
+plus ``background``). Train windows come from ``head.train_split`` images (only the first
+``head.train_images`` when it is set: the small-target regime, the same images its heads learn
+from), val windows from ``head.val_split``; test images are never read. Each class keeps at most ``per_class`` windows
 (a seeded draw), so background does not swamp the objects. The set is written to a temporary
 folder and renamed into place when complete, so a half-written set is never used.
 """
@@ -23,6 +24,7 @@ from mlt.config import RunConfig
 from mlt.data.voc import VocDataset
 from mlt.decode import decode_image
 from mlt.extract import dataset_items
+from mlt.heads.run import first_images
 from mlt.pipeline import SOURCE_RECIPE
 
 BACKGROUND = "background"
@@ -58,6 +60,8 @@ def build_window_source(
     recipe = (f"target={Path(config.data.target).resolve()} train={config.head.train_split} "
               f"val={config.head.val_split} per_class={per_class} val_per_class={val_per_class} "
               f"size={config.pretrain.input_size} windows={config.windows.model_dump(mode='json')}")  # fmt: skip
+    if config.head.train_images is not None:
+        recipe += f" train_images={config.head.train_images}"
     if (out / DONE).is_file() and (out / DONE).read_text() == recipe:
         return out
     ds = VocDataset(Path(config.data.target), limit=config.data.target_limit)
@@ -68,6 +72,9 @@ def build_window_source(
     for split, dest, cap in ((config.head.train_split, "train", per_class),
                              (config.head.val_split, "val", val_per_class)):  # fmt: skip
         items, _ = dataset_items(ds, [split], config.windows)
+        if dest == "train":
+            keep = set(first_images(ds.ids(split), config.head))
+            items = [it for it in items if it.image_id in keep]
         labels = np.concatenate([it.label for it in items]).astype(np.int64)
         owner = np.repeat(np.arange(len(items)), [len(it.label) for it in items])
         offset = np.concatenate([[0], np.cumsum([len(it.label) for it in items])])

@@ -16,7 +16,8 @@ from typing import Any
 import numpy as np
 
 from featurestore import FeatureSet, FeatureStore
-from mlt.config import RunConfig
+from mlt.config import HeadConfig, RunConfig
+from mlt.errors import InputError
 from mlt.evaluate import APTable
 from mlt.heads.data import WindowData, load_windows, set_classes, set_dataset, split_image_ids
 
@@ -49,10 +50,24 @@ def cache_dir(config: RunConfig) -> Path:
     return Path(config.extract.store) / "cache"
 
 
+def first_images(ids: list[str], hc: HeadConfig) -> list[str]:
+    """Returns the first ``hc.train_images`` of a train split's ids (all when it is None).
+
+    Asking for more images than the split has is an error naming the field and both counts.
+    """
+    if hc.train_images is None:
+        return ids
+    if hc.train_images > len(ids):
+        raise InputError(None, "head.train_images", hc.train_images,
+                         f"at most the {len(ids)} images of split {hc.train_split!r}")  # fmt: skip
+    return ids[: hc.train_images]
+
+
 def prepare_inputs(
     config: RunConfig, fs_ref: str, layer: str = "fc7", dataset_root: str | Path | None = None
 ) -> HeadInputs:
-    """Returns the train (head.train_split) and val (head.val_split) windows of a feature set.
+    """Returns the train (head.train_split, its first head.train_images) and val (head.val_split)
+    windows of a feature set.
 
     On a boxed set (``windows.grid=boxed``) the protocol is ``"boxed"``: validation labels come
     from the windows' own labels (:func:`mlt.heads.boxed.boxed_gt`).
@@ -64,7 +79,7 @@ def prepare_inputs(
     classes = set_classes(fs)
     root = Path(dataset_root) if dataset_root else set_dataset(fs)
     hc = config.head
-    train_ids = split_image_ids(root, hc.train_split, config.data.target_limit)
+    train_ids = first_images(split_image_ids(root, hc.train_split, config.data.target_limit), hc)
     val_ids = split_image_ids(root, hc.val_split, config.data.target_limit)
     boxed = is_boxed(fs.meta.get("inputs", {}))
     if boxed:
