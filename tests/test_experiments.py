@@ -125,18 +125,22 @@ def test_scratch_window_set_of_a_small_target_reads_only_its_first_train_images(
     from mlt.data.voc import VocDataset
 
     target = make_target(tmp_path / "voc", 3, n_train=6, n_val=4, n_test=2)
-    config = load_config(
-        None, [f"data.target={target}", "pretrain.input_size=32", "head.train_images=2"]
+    base = [f"data.target={target}", "pretrain.input_size=32"]
+    whole = build_window_source(load_config(None, base), tmp_path / "src", 50, 50, progress=False)
+    few = build_window_source(
+        load_config(None, [*base, "head.train_images=2"]), tmp_path / "src", 50, 50, progress=False
     )
-    out = build_window_source(
-        config, tmp_path / "src", per_class=50, val_per_class=50, progress=False
-    )
-    first = VocDataset(target).ids("train")[:2]
-    owners = {s.path.name.rsplit("_", 1)[0] for s in read_source(out, "train").samples}
-    assert owners == set(first)
-    val = {s.path.name.rsplit("_", 1)[0] for s in read_source(out, "val").samples}
-    assert val == set(VocDataset(target).ids("val"))
-    assert "train_images=2" in (out / ".complete").read_text()
+    # another recipe never overwrites a finished set: it goes beside it
+    assert whole == tmp_path / "src" and few.parent == tmp_path and few.name.startswith("src-")
+    assert "train_images" not in (whole / ".complete").read_text()
+
+    def owners(folder, split):
+        return {s.path.name.rsplit("_", 1)[0] for s in read_source(folder, split).samples}
+
+    ids = VocDataset(target).ids
+    assert owners(few, "train") == set(ids("train")[:2]) and len(owners(whole, "train")) > 2
+    assert owners(few, "val") == set(ids("val"))
+    assert "train_images=2" in (few / ".complete").read_text()
 
 
 @pytest.mark.slow

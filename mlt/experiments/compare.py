@@ -28,10 +28,12 @@ class Context:
     trunks: dict[str, str] = field(default_factory=dict)  # arm → trunk run id given
     arms: tuple[str, ...] = ()  # only these arms (default: every arm of the spec)
     existing: bool = False  # run nothing: tables of what has finished
+    arm_overrides: dict[str, tuple[str, ...]] = field(default_factory=dict)  # set by the run
 
     def config(self, arm: str):
-        """Returns the run config of ``arm`` with the command-line overrides."""
-        return self.spec.arm_config(arm, self.overrides)
+        """Returns the run config of ``arm``: the command-line overrides, then any the
+        experiment set for that arm (e.g. the folder its generated source set went to)."""
+        return self.spec.arm_config(arm, (*self.overrides, *self.arm_overrides.get(arm, ())))
 
     def section(self, body: str, start: float, results: dict[str, ArmResult]) -> Section:
         """Returns the experiment's section: ``body``, this render's time since ``start``

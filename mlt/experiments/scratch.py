@@ -13,6 +13,7 @@ folder and renamed into place when complete, so a half-written set is never used
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 from pathlib import Path
@@ -46,23 +47,40 @@ def draw_windows(labels: np.ndarray, num_classes: int, per_class: int, seed: int
     return np.sort(np.concatenate(keep))
 
 
+def recipe(config: RunConfig, per_class: int, val_per_class: int) -> str:
+    """Returns the text that names a window set: target, splits, caps, size, window grid."""
+    text = (f"target={Path(config.data.target).resolve()} train={config.head.train_split} "
+            f"val={config.head.val_split} per_class={per_class} val_per_class={val_per_class} "
+            f"size={config.pretrain.input_size} windows={config.windows.model_dump(mode='json')}")  # fmt: skip
+    if config.head.train_images is not None:
+        text += f" train_images={config.head.train_images}"
+    return text
+
+
+def source_folder(out: Path, text: str) -> Path:
+    """Returns where the window set of recipe ``text`` lives: ``out``, unless ``out`` already holds
+    a set of another recipe (another target set, say); then ``<out>-<recipe digest>`` beside it."""
+    out = Path(out)
+    if not (out / DONE).is_file() or (out / DONE).read_text() == text:
+        return out
+    return out.with_name(f"{out.name}-{hashlib.sha256(text.encode()).hexdigest()[:8]}")
+
+
 def build_window_source(
     config: RunConfig, out: Path, per_class: int = 3500, val_per_class: int = 500,
     progress: bool = True,
 ) -> Path:  # fmt: skip
-    """Writes the window classification set of ``config``'s target to ``out``; returns ``out``.
+    """Writes the window classification set of ``config``'s target; returns its folder.
 
-    An existing complete set is reused as it is (its ``.complete`` marker names what built it).
+    The folder is ``out`` or, when ``out`` holds the set of another recipe, the sibling that
+    :func:`source_folder` names. An existing complete set is reused as it is (its
+    ``.complete`` marker holds the recipe that built it).
     """
     from tqdm import tqdm
 
-    out = Path(out)
-    recipe = (f"target={Path(config.data.target).resolve()} train={config.head.train_split} "
-              f"val={config.head.val_split} per_class={per_class} val_per_class={val_per_class} "
-              f"size={config.pretrain.input_size} windows={config.windows.model_dump(mode='json')}")  # fmt: skip
-    if config.head.train_images is not None:
-        recipe += f" train_images={config.head.train_images}"
-    if (out / DONE).is_file() and (out / DONE).read_text() == recipe:
+    text = recipe(config, per_class, val_per_class)
+    out = source_folder(out, text)
+    if (out / DONE).is_file():
         return out
     ds = VocDataset(Path(config.data.target), limit=config.data.target_limit)
     classes = [*ds.classes, BACKGROUND]
@@ -94,7 +112,7 @@ def build_window_source(
                 crop = image.resize((size, size), Image.BILINEAR, box=(x0, y0, x1, y1))
                 name = f"{item.image_id}_{j}.jpg"
                 crop.save(tmp / dest / classes[labels[r]] / name, quality=90)
-    (tmp / DONE).write_text(recipe)
+    (tmp / DONE).write_text(text)
     if out.exists():
         shutil.rmtree(out)
     tmp.rename(out)

@@ -53,16 +53,20 @@ def _finding(pre: str, scratch: str, results: dict[str, ArmResult]) -> str:
 
 def run(ctx: Context) -> Section:
     """Runs every arm (building the scratch arms' window sets first); returns the section."""
-    from mlt.experiments.scratch import build_window_source
+    from mlt.experiments.scratch import build_window_source, recipe, source_folder
 
     start = time.perf_counter()
     opts, arm_pairs = ctx.spec.options, pairs(ctx)
+    caps = int(opts.get("per_class", 3500)), int(opts.get("val_per_class", 500))
     for scratch in dict.fromkeys(s for _, s in arm_pairs):
         cfg = ctx.config(scratch)
         if not ctx.existing and (not ctx.arms or scratch in ctx.arms):
-            ctx.echo(f"[{scratch}] window source set: {cfg.data.source}")
-            build_window_source(cfg, Path(cfg.data.source), int(opts.get("per_class", 3500)),
-                                int(opts.get("val_per_class", 500)), ctx.progress)  # fmt: skip
+            folder = build_window_source(cfg, Path(cfg.data.source), *caps, ctx.progress)
+            ctx.echo(f"[{scratch}] window source set: {folder}")
+        else:
+            folder = source_folder(Path(cfg.data.source), recipe(cfg, *caps))
+        if folder != Path(cfg.data.source):
+            ctx.arm_overrides[scratch] = (f"data.source={folder}",)
     results = run_arms(ctx)
     done = [(p, s) for p, s in arm_pairs if p in results and s in results]
     if not done:
