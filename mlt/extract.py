@@ -39,7 +39,7 @@ from mlt.config import RunConfig, WindowsConfig
 from mlt.data.voc import VocAnnotation, VocDataset
 from mlt.decode import decode_image, make_window_cropper
 from mlt.errors import InputError
-from mlt.memory import reset_peak
+from mlt.memory import PeakSampler, memory_metrics, peak_rss_bytes, reset_peak
 from mlt.windows import label_windows, window_grid
 
 log = logging.getLogger(__name__)
@@ -322,7 +322,9 @@ class _Worker:
         fault: str | None = None,
         mirror: bool = False,
     ) -> None:
-        self.fault, self.chunks = fault, 0
+        from mlt.memory import PeakSampler
+
+        self.fault, self.chunks, self.memory = fault, 0, PeakSampler()
         torch.set_num_threads(max(1, threads))
         device = "gpu" if torch.cuda.is_available() else "cpu"
         self.featurizer = Featurizer(
@@ -341,33 +343,22 @@ class _Worker:
                 os.kill(os.getpid(), signal.SIGKILL)
         return [(it.image_id, self.featurizer(it.path, it.boxes, it.scale)) for it in chunk]
 
-    def peak_rss(self) -> int:
-        """Returns this actor process's peak resident memory in bytes."""
+    def peaks(self) -> dict[str, int]:
+        """Returns this actor process's peak memory in bytes: ``rss`` (VmHWM) and the sampled
+        peak of each kind (``anon``, ``file``, ``shmem``; :class:`mlt.memory.PeakSampler`)."""
         from mlt.memory import peak_rss_bytes
 
-        return peak_rss_bytes()
+        return {"rss": peak_rss_bytes(), **self.memory.peaks()}
 
 
-def _actor_peaks(actors: list) -> list[int]:
-    """Returns the peak RSS (bytes) of each live actor; [] when they cannot answer."""
+def _actor_peaks(actors: list) -> list[dict[str, int]]:
+    """Returns the peak memory (:meth:`_Worker.peaks`) of each live actor; [] when they cannot answer."""
     import ray
 
     try:
-        return ray.get([a.peak_rss.remote() for a in actors], timeout=30)
+        return ray.get([a.peaks.remote() for a in actors], timeout=30)
     except Exception:  # a dead or stuck actor: the figures are not worth failing the stage
         return []
-
-
-def _memory_metrics(actor_peaks: list[int]) -> dict[str, float]:
-    """Returns the run's peak-memory metrics: driver, largest actor, and driver + actors."""
-    from mlt.memory import peak_rss_bytes
-
-    driver = peak_rss_bytes()
-    out = {"peak_rss_driver_bytes": float(driver)}
-    if actor_peaks:
-        out["peak_rss_actor_max_bytes"] = float(max(actor_peaks))
-        out["peak_rss_total_bytes"] = float(driver + sum(actor_peaks))
-    return out
 
 
 def run_extract(
@@ -411,6 +402,7 @@ def run_extract(
     }
     writer = store.writer(inputs, dims, meta)
     reset_peak()  # this stage's own peak, not the process's earlier work
+    memory = PeakSampler()
     with tracking.run(config, f"extract-{set_id}", "extract") as active:
         tracking.log_config(config, sections=("windows", "extract"))
         tracking.set_tags({"mlt.featureset.id": set_id, "mlt.trunk.run": trunk.run_id, "mlt.trunk.digest": trunk.digest,
@@ -481,7 +473,7 @@ def run_extract(
             raise
         finally:
             bar.close()
-            peaks = _actor_peaks(actors)
+            peaks, driver_peaks = _actor_peaks(actors), memory.stop()
             for actor in actors:
                 ray.kill(actor)
         seconds = time.perf_counter() - start
@@ -489,7 +481,8 @@ def run_extract(
         counts = fs.meta["counts"]
         tracking.log_metrics({"images": counts["images"], "windows": counts["windows"], "extract_seconds": seconds,
                             "windows_per_s": windows_done / seconds if seconds else 0.0,
-                            "disk_bytes": fs.disk_bytes(), **_memory_metrics(peaks)})  # fmt: skip
+                            "disk_bytes": fs.disk_bytes(),
+                            **memory_metrics({"rss": peak_rss_bytes(), **driver_peaks}, peaks)})  # fmt: skip
         return {"feature_set": set_id, "skipped": False, "path": str(store.path(set_id)), "run_id": active.info.run_id,
                 "images": counts["images"], "windows": counts["windows"], "seconds": seconds,
                 "resumed_images": len(done)}  # fmt: skip

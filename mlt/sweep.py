@@ -64,7 +64,7 @@ from pydantic import ValidationError
 
 from mlt.config import HeadConfig, RunConfig, load_yaml_mapping
 from mlt.errors import InputError, MltError
-from mlt.memory import peak_rss_bytes, reset_peak
+from mlt.memory import PeakSampler, memory_metrics, peak_rss_bytes, reset_peak
 
 KINDS = ("choice", "uniform", "loguniform")
 _FORMAT_HINT = "a list (grid axis / choice), {choice: [...]}, {uniform: [a, b]}, {loguniform: [a, b]} or one value"
@@ -651,6 +651,7 @@ def run_sweep(
             raise InputError(space_path, "unfreeze", hc.unfreeze,
                              "none: sweeps train FCa/FCb heads on frozen features (train-head for unfrozen ones)")  # fmt: skip
     reset_peak()  # the sweep's own peak memory, windows read included
+    memory = PeakSampler()
     inputs = prepare_inputs(config, fs_ref, layer, dataset_root)
     tags = lineage_tags(inputs.fs, layer)
     path_name = "batched" if use_batched else "tune"
@@ -756,7 +757,7 @@ def run_sweep(
         )
         tracking.log_metrics({"best_val_mAP": tables[config.eval.ap].mean_ap, "trials": len(trials), "failed_trials": failed,
                               "reused_trials": reused, "sweep_seconds": seconds, "heads_per_minute": heads_per_minute,
-                              "peak_rss_driver_bytes": peak_rss_bytes()})  # fmt: skip
+                              **memory_metrics({"rss": peak_rss_bytes(), **memory.stop()})})  # fmt: skip
         tracking.set_tags({"mlt.sweep.best_run": best_id})
         return {
             "parent_run_id": parent_id,

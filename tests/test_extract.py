@@ -54,6 +54,9 @@ def test_extract_then_skip_then_verify(ray_session, setup) -> None:
     metrics = mlflow.get_run(first["run_id"]).data.metrics  # the load figures: peak memory
     assert metrics["peak_rss_actor_max_bytes"] > 50 * 2**20  # an actor holds torch + the trunk
     assert metrics["peak_rss_total_bytes"] >= metrics["peak_rss_driver_bytes"] + 2 * 50 * 2**20
+    # private memory, sampled: within the resident peak, and an actor's holds torch + the trunk
+    assert 50 * 2**20 < metrics["peak_anon_actor_max_bytes"] <= metrics["peak_rss_actor_max_bytes"]
+    assert 0 < metrics["peak_anon_driver_bytes"] <= metrics["peak_rss_driver_bytes"]
 
     again = run_extract(config, str(ckpt), progress=False)
     assert again["skipped"] and again["feature_set"] == first["feature_set"]

@@ -177,9 +177,8 @@ def _check_recorded(summary: dict, n_trials: int) -> dict:
     assert parent.data.metrics["trials"] == n_trials
     assert parent.data.metrics["best_val_voc07_mAP"] == pytest.approx(summary["best_val_mAP"])
     assert "best_val_area_mAP" in parent.data.metrics and "best.lr" in parent.data.params
-    assert (
-        parent.data.metrics["peak_rss_driver_bytes"] > 100 * 2**20
-    )  # load figure: torch + windows
+    peak = parent.data.metrics  # load figures: torch + windows; private memory within the peak
+    assert 100 * 2**20 < peak["peak_anon_driver_bytes"] <= peak["peak_rss_driver_bytes"]
     artifacts = {a.path for a in client.list_artifacts(parent.info.run_id, "tables")}
     assert artifacts == {"tables/best_val_voc07.txt", "tables/best_val_area.txt"}
 
