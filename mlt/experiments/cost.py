@@ -97,7 +97,8 @@ def run(ctx: Context) -> Section:
         ext.append([f"`{r.data.tags.get('mlt.featureset.id', '')[:8]}`", r.data.params.get("extract.mode", ""),
                     f"{m.get('images', np.nan):,.0f}", f"{m.get('windows', np.nan):,.0f}",
                     duration(m.get("extract_seconds", np.nan)), f"{m.get('windows_per_s', np.nan):,.0f}",
-                    f"{m.get('disk_bytes', np.nan) / 2**30:.2f}", _gib(m.get("peak_rss_total_bytes"))])  # fmt: skip
+                    f"{m.get('disk_bytes', np.nan) / 2**30:.2f}", _gib(m.get("peak_anon_total_bytes")),
+                    _gib(m.get("peak_rss_total_bytes"))])  # fmt: skip
     heads = [r.data.metrics.get("train_seconds", np.nan) for r in _runs("head")
              if "mlflow.parentRunId" not in r.data.tags]  # fmt: skip
     one = float(np.nanmedian(heads)) if heads else float("nan")
@@ -108,16 +109,19 @@ Pretraining (Ray Train, one worker on the 2 cores; images/s of the last epoch):
 
 {table(["config", "classes", "epochs", "images / s", "wall time", "run"], pre)}
 
-Extraction (Ray actors; GiB on disk in the LMDB feature store; peak RSS of the driver plus every actor):
+Extraction (Ray actors; GiB on disk in the LMDB feature store; peak memory of the driver plus every
+actor: private = sampled peak of anonymous memory, what the processes hold; RSS = resident peak,
+which also counts touched pages of the LMDB map and of Ray's shared-memory object store):
 
-{table(["feature set", "mode", "images", "windows", "time", "windows / s", "GiB", "peak RSS GiB"], ext)}
+{table(["feature set", "mode", "images", "windows", "time", "windows / s", "GiB", "private GiB", "RSS GiB"], ext)}
 
 Heads: {len(heads)} trained one by one, median training time **{duration(one)}** each. A batched
 sweep of {trials} heads on `{set_id[:8]}` ({config.sweep.space}) took **{duration(sweep_seconds)}**:
 {duration(per_head)} per head, **{60 / per_head if per_head else float("nan"):.1f} heads / min**
 ({one / per_head if per_head else float("nan"):.1f}x a head trained alone, epochs differ by the space);
-peak memory of the sweep's process {_gib(sweep_metrics.get("peak_rss_driver_bytes"))} GiB (the windows
-of train and val are memory-mapped from the store's cache, so they count only as touched).
+peak memory of the sweep's process: private {_gib(sweep_metrics.get("peak_anon_driver_bytes"))} GiB,
+resident {_gib(sweep_metrics.get("peak_rss_driver_bytes"))} GiB (the train and val windows are memory-mapped
+from the store's cache: resident as read, private never).
 
 Storage now: feature store {folder_bytes(store) / 2**30:.1f} GiB (materialised cache
 {folder_bytes(store / "cache") / 2**30:.1f} GiB of it), run folder {folder_bytes(Path(config.run_dir)) / 2**30:.1f} GiB.
