@@ -12,6 +12,7 @@ from mlt.evaluate import (
     heat_colours,
     overlay_png,
     pointing_accuracy,
+    pointing_chance,
     pointing_hit,
     score_map,
 )
@@ -178,3 +179,27 @@ def test_overlay_png_from_an_image_file_and_bad_shapes(tmp_path):
     with pytest.raises(ValueError, match="alpha"):
         overlay_png(src, np.zeros((8, 12)), tmp_path / "bad.png", alpha=2)
     assert not (tmp_path / "bad.png").exists()
+
+
+def test_pointing_chance_is_the_hit_rate_of_a_peak_at_every_pixel():
+    classes = ("cat", "dog", "cow")
+    anns = [
+        VocAnnotation("1", "1.jpg", 20, 10, (VocObject("cat", (0.0, 0.0, 10.0, 10.0)),
+                                              VocObject("dog", (2.3, 1.7, 7.6, 4.2)),
+                                              VocObject("dog", (6.0, 3.0, 19.5, 9.9), difficult=True))),
+        VocAnnotation("2", "2.jpg", 8, 6, (VocObject("dog", (-3.0, 4.4, 5.5, 12.0)),)),
+    ]  # fmt: skip
+    chance = pointing_chance(anns, classes)
+
+    def brute(ann, c):
+        boxes = np.array([o.box for o in ann.objects if o.name == classes[c]], dtype=np.float32)
+        hits = []
+        for i in range(ann.height * ann.width):
+            smap = np.zeros((ann.height, ann.width))
+            smap.flat[i] = 1.0
+            hits.append(pointing_hit(smap, boxes))
+        return np.mean(hits)
+
+    assert chance[0] == pytest.approx(0.5)
+    assert chance[1] == pytest.approx((brute(anns[0], 1) + brute(anns[1], 1)) / 2)
+    assert 0 < chance[1] < 0.5 and np.isnan(chance[2])  # cow: in no image

@@ -18,6 +18,7 @@ from mlt.evaluate.localise import (
     heat_colours,
     overlay_png,
     pointing_accuracy,
+    pointing_chance,
     pointing_hit,
     score_map,
 )
@@ -39,6 +40,7 @@ __all__ = [
     "k_name",
     "overlay_png",
     "pointing_accuracy",
+    "pointing_chance",
     "pointing_hit",
     "power_mean",
     "score_map",

@@ -197,6 +197,32 @@ def pointing_accuracy(
     return PointingResult(classes=classes, hits=hits, counts=counts)
 
 
+def pointing_chance(annotations: Iterable[VocAnnotation], classes: Sequence[str]) -> np.ndarray:
+    """Returns the (C,) pointing accuracy of a uniformly random pixel (nan for absent classes).
+
+    The same images and hit rule as :func:`pointing_accuracy`: per image with a non-difficult
+    object of the class, the share of pixel centres inside a box of that class; then the mean
+    over those images. It is the level a score map must beat to point at all.
+    """
+    classes = tuple(classes)
+    total = np.zeros(len(classes))
+    counts = np.zeros(len(classes), np.int64)
+    for ann in annotations:
+        every = class_boxes(ann, classes, include_difficult=True)
+        for c, gt in enumerate(class_boxes(ann, classes, False)):
+            if not len(gt):
+                continue
+            mask = np.zeros((ann.height, ann.width), dtype=bool)
+            for x0, y0, x1, y1 in np.asarray(every[c]):
+                # pixel i's centre i + 0.5 lies in [a, b) for i in [ceil(a - 0.5), ceil(b - 0.5))
+                xs, xe = (int(np.clip(math.ceil(v - 0.5), 0, ann.width)) for v in (x0, x1))
+                ys, ye = (int(np.clip(math.ceil(v - 0.5), 0, ann.height)) for v in (y0, y1))
+                mask[ys:ye, xs:xe] = True
+            total[c] += mask.mean()
+            counts[c] += 1
+    return np.divide(total, counts, out=np.full(len(classes), np.nan), where=counts > 0)
+
+
 def heat_colours(values: np.ndarray) -> np.ndarray:
     """Returns (..., 3) uint8 RGB heat colours of values in [0, 1] (clipped), black to pale yellow."""
     v = np.clip(np.nan_to_num(np.asarray(values, dtype=np.float64)), 0.0, 1.0)

@@ -8,20 +8,25 @@ first ``options.figures`` test images by the seed-0 head, one PNG per present cl
 from __future__ import annotations
 
 import time
+from pathlib import Path
+
+import numpy as np
 
 from mlt.experiments.compare import (
     Context,
     class_plot,
-    class_table,
+    class_values,
     pending,
     run_arms,
     target_classes,
 )
-from mlt.experiments.report import Section, pct
+from mlt.experiments.report import Section, pct, table
 
 
 def run(ctx: Context) -> Section:
     """Runs the arm(s); returns the section with per-class pointing and example maps."""
+    from mlt.data.voc import VocDataset
+    from mlt.evaluate import pointing_chance
     from mlt.heads.evaluation import run_evaluate
 
     start = time.perf_counter()
@@ -30,6 +35,12 @@ def run(ctx: Context) -> Section:
         return pending(ctx, list(ctx.spec.arms))
     arm, r = next(iter(results.items()))
     classes = target_classes(r)
+    ds = VocDataset(Path(r.config.data.target), limit=r.config.data.target_limit)
+    chance = pointing_chance(ds.iter_annotations(r.config.data.test_split), classes)
+    rows = [[c, *(pct(class_values(x, [c], "test_pointing_")[0]) for x in results.values()),
+             pct([chance[i]])] for i, c in enumerate(classes)]  # fmt: skip
+    rows.append(["**mean**", *(pct(x.values("test_pointing_mean")) for x in results.values()),
+                 pct([np.nanmean(chance)])])  # fmt: skip
     plot = class_plot(ctx.out / "localisation-pointing.png", results, classes,
                       "Pointing accuracy per class (test)", prefix="test_pointing_",
                       ylabel="pointing accuracy (%)")  # fmt: skip
@@ -41,11 +52,10 @@ def run(ctx: Context) -> Section:
     figures = "\n".join(f"![{p.split('/')[-1]}](./maps/{p.split('/')[-1]})" for p in ev["overlays"])
     body = f"""
 Pointing accuracy on TinyVOC test ({arm} grid, {len(r.heads)} seeds, mean ± std), the fraction
-of (image, present class) pairs whose score-map peak falls inside a box of that class:
+of (image, present class) pairs whose score-map peak falls inside a box of that class; chance =
+the same for a peak at a uniformly random pixel (the share of the image the class's boxes cover):
 
-{class_table(results, classes, prefix="test_pointing_")}
-
-Mean: {pct(r.values("test_pointing_mean"))}.
+{table(["class", *results, "chance"], rows)}
 
 ![pointing per class](./{plot.name})
 

@@ -47,8 +47,9 @@ class Section:
         MLflow runs: pretraining, extraction, heads), ``seconds`` this invocation's wall time.
         """
         return (f"## {self.title}\n\n`{self.command}` — compute {duration(self.compute_seconds)} "
-                f"(the sum of its stages' runs); this render {duration(self.seconds)} (finished stages "
-                f"are reused).\n\n{self.body.strip()}\n")  # fmt: skip
+                f"(the sum of its stages' runs, its trunks' pretraining included); its last run took "
+                f"{duration(self.seconds)} (stages already finished are reused, not rerun).\n\n"
+                f"{self.body.strip()}\n")  # fmt: skip
 
 
 def duration(seconds: float) -> str:
