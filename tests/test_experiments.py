@@ -91,6 +91,15 @@ def test_assemble_orders_sections_and_rewrites_image_links(tmp_path) -> None:
     assert "](sections/c.png)" in text and "compute 1 min 0 s" in text
 
 
+def test_a_report_run_with_overrides_says_so() -> None:
+    from mlt.experiments.registry import INTRO, intro
+
+    assert intro(()) == INTRO
+    other = intro(("data.target=/data/OtherVOC",))
+    assert other.startswith(INTRO) and "`data.target=/data/OtherVOC`" in other
+    assert "discussions" in other
+
+
 def test_draw_windows_caps_each_label_and_never_keeps_ignored() -> None:
     labels = np.array([0] * 10 + [1] * 3 + [2] * 50 + [-1] * 5)
     rows = draw_windows(labels, num_classes=2, per_class=4, seed=0)

@@ -60,8 +60,19 @@ def run_experiment(
                   Path(out), arms=tuple(arms), existing=existing)  # fmt: skip
     section = module.run(ctx)
     notes = spec.options.get("notes")
-    if notes and "Not measured yet" not in section.body:
+    if notes and not overrides and "Not measured yet" not in section.body:
+        # the notes discuss the spec's own figures: a run with overrides (another target) has others
         section.body += f"\n\n**Discussion** (the spec's notes, written after reading the figures). {notes.strip()}\n"
     path = write_section(section, Path(out))
-    assemble(Path(out), Path(results), INTRO)
+    assemble(Path(out), Path(results), intro(overrides))
     return path
+
+
+def intro(overrides: tuple[str, ...] = ()) -> str:
+    """Returns the report's introduction; with ``overrides`` it says the figures are of that run,
+    not of the setting described, and that the discussions are left out."""
+    if not overrides:
+        return INTRO
+    return (INTRO + f"\n**This report was run with the overrides `{' '.join(overrides)}`** (e.g. "
+            "another target set): its figures are that run's, and the discussions written for "
+            "the committed figures are left out.\n")  # fmt: skip
