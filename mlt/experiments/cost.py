@@ -44,10 +44,12 @@ def _runs(stage: str) -> list:
 
 
 def _epochs(run_id: str) -> int:
-    """Returns the epochs a pretraining run logged (its val_top1 history; a continued run counts all)."""
+    """Returns the epochs a pretraining run's trunk has: its last val_top1 step + 1 (a run that
+    continued an earlier one's checkpoint logs only its own epochs, from that step on)."""
     import mlflow
 
-    return len(mlflow.MlflowClient().get_metric_history(run_id, "val_top1"))
+    steps = [m.step for m in mlflow.MlflowClient().get_metric_history(run_id, "val_top1")]
+    return max(steps) + 1 if steps else 0
 
 
 def _gib(value: float | None) -> str:
