@@ -18,15 +18,24 @@ from mlt.experiments.runner import ArmResult, extraction_figures
 
 
 def k_curves(result: ArmResult, ks: list, splits=("val", "test")) -> dict[str, np.ndarray]:
-    """Returns split → (K, seeds) mAP of the arm's heads at each k (windows scored once per split)."""
+    """Returns split → (K, seeds) mAP of the arm's heads at each k.
+
+    A head's figures are its run's ``<split>_mAP_k<k>`` metrics; those missing are computed (the
+    split's windows scored once) and logged on the head's run, so a later render reads them.
+    """
+    from mlt import tracking
     from mlt.heads.evaluation import score_split
 
     out = {s: np.full((len(ks), len(result.heads)), np.nan) for s in splits}
     for j, h in enumerate(result.heads):
         for split in splits:
-            sc = score_split(result.config, h.run_id, split)
-            for i, k in enumerate(ks):
-                out[split][i, j] = sc.mean_ap(k)
+            names = [f"{split}_mAP_k{k_name(k)}" for k in ks]
+            if not all(n in h.metrics for n in names):
+                sc = score_split(result.config, h.run_id, split)
+                computed = {n: sc.mean_ap(k) for n, k in zip(names, ks, strict=True)}
+                tracking.log_metrics(computed, run_id=h.run_id)
+                h.metrics.update(computed)
+            out[split][:, j] = [h.metrics[n] for n in names]
     return out
 
 
