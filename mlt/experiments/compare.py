@@ -45,13 +45,15 @@ class Context:
 def run_arms(ctx: Context, arms: Sequence[str] | None = None) -> dict[str, ArmResult]:
     """Runs the spec's arms (or ``arms``, or the context's) with its seeds; returns arm → ArmResult.
 
-    Arms left out by the context's ``arms`` are still listed when they have finished heads.
+    Arms left out by the context's ``arms`` are still listed when they have finished heads (their
+    caches are left alone by ``--prune``).
     """
     out = {}
     for arm in arms or list(ctx.spec.arms):
         only_existing = ctx.existing or bool(ctx.arms and arm not in ctx.arms)
         r = run_arm(arm, ctx.config(arm), ctx.spec.seeds, ctx.echo, ctx.progress,
-                    trunk=ctx.trunks.get(arm), prune=ctx.prune, existing=only_existing)  # fmt: skip
+                    trunk=ctx.trunks.get(arm), prune=ctx.prune and not only_existing,
+                    existing=only_existing)  # fmt: skip
         if r.heads or not only_existing:
             out[arm] = r
     return out
