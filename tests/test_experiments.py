@@ -189,7 +189,8 @@ def test_experiments_end_to_end_then_a_rerun_trains_nothing(ray_session, tmp_pat
     )
     assert len(heads) == 6  # 2 trunks x 2 seeds + the dense grid's 2 (full reuses pretrained's)
     assert heads["metrics.test_mAP"].notna().all()
-    assert heads["metrics.val_mAP_kmax"].notna().sum() == 2  # k curves kept on the full grid's heads
+    # the k curves are kept on the full grid's heads
+    assert heads["metrics.val_mAP_kmax"].notna().sum() == 2
     n_runs = len(mlflow.search_runs(search_all_experiments=True))
 
     said.clear()
