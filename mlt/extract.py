@@ -322,8 +322,6 @@ class _Worker:
         fault: str | None = None,
         mirror: bool = False,
     ) -> None:
-        from mlt.memory import PeakSampler
-
         self.fault, self.chunks, self.memory = fault, 0, PeakSampler()
         torch.set_num_threads(max(1, threads))
         device = "gpu" if torch.cuda.is_available() else "cpu"
@@ -346,8 +344,6 @@ class _Worker:
     def peaks(self) -> dict[str, int]:
         """Returns this actor process's peak memory in bytes: ``rss`` (VmHWM) and the sampled
         peak of each kind (``anon``, ``file``, ``shmem``; :class:`mlt.memory.PeakSampler`)."""
-        from mlt.memory import peak_rss_bytes
-
         return {"rss": peak_rss_bytes(), **self.memory.peaks()}
 
 

@@ -6,8 +6,8 @@ window of the grid labelled by the head's rule (``windows.*``), saved as a ``inp
 JPEG in an ``imagefolder`` layout (``train/<class>/``, ``val/<class>/``, classes = the target's
 plus ``background``). Train windows come from ``head.train_split`` images (only the first
 ``head.train_images`` when it is set: the small-target regime, the same images its heads learn
-from), val windows from ``head.val_split``; test images are never read. Each class keeps at most ``per_class`` windows
-(a seeded draw), so background does not swamp the objects. The set is written to a temporary
+from), val windows from ``head.val_split``; test images are never read. Each class keeps at
+most ``per_class`` windows (a seeded draw), so background does not swamp the objects. The set is written to a temporary
 folder and renamed into place when complete, so a half-written set is never used.
 """
 
