@@ -4,6 +4,7 @@ experiments end to end on generated data, then a rerun that trains nothing."""
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -80,6 +81,76 @@ def test_verdict_compares_the_gap_with_head_seed_noise() -> None:
     assert verdict(np.array([0.5, 0.6]), np.array([0.55, 0.5]), +1)[2] == "within head-seed noise"
     assert verdict(np.array([0.4, 0.41]), np.array([0.5, 0.51]), +1)[2].startswith("reversed")
     assert verdict(np.array([0.4, 0.41]), np.array([0.5, 0.51]), 0)[2] == "beyond head-seed noise"
+
+
+def _arm(spec, arm: str, values: list[float]):
+    from mlt.experiments.runner import ArmResult, HeadFigures
+
+    heads = [HeadFigures(i, f"run{i}", {"test_mAP": v, "test_ap_bird": v - 0.1, "test_ap_cat": v + 0.1},
+                         60.0) for i, v in enumerate(values)]  # fmt: skip
+    return ArmResult(arm, spec.arm_config(arm), "a" * 32, "set1", heads,
+                     trunk_info={"seconds": 600.0, "val_top1": 0.2},
+                     extraction={"extract_seconds": 30.0})  # fmt: skip
+
+
+def test_a_record_gives_back_the_arms_it_was_written_from(tmp_path) -> None:
+    from mlt.experiments import record
+    from mlt.experiments.compare import class_table, map_table
+    from mlt.experiments.runner import stage_seconds
+
+    spec = load_spec("source-classes")
+    results = {
+        "all200": _arm(spec, "all200", [0.3, 0.5]),
+        "random100": _arm(spec, "random100", [0.2]),
+    }
+    path = record.write(tmp_path / "source-classes.json", "source-classes", results)
+    arms = record.load(path)
+    back = {a: record.arm_result(arms[a], a, spec.arm_config(a)) for a in results}
+    assert back["all200"].source == "measured" and back["all200"].trunk_info["val_top1"] == 0.2
+    classes = ["bird", "cat"]
+    for render in (map_table, lambda r: class_table(r, classes)):
+        assert render(back) == render(results)
+    assert stage_seconds(back) == stage_seconds(results) == 600 + 30 + 3 * 60
+    # another config (another arm's overrides) is not this arm's record; arms not rewritten stay
+    assert record.arm_result(arms["all200"], "all200", spec.arm_config("random100")) is None
+    record.write(path, "source-classes", {"random100": back["random100"]}, arms)
+    assert set(record.load(path)) == {"all200", "random100"}
+    path.write_text('{"arms": {"all200": {"trunk": "x"}}}')
+    with pytest.raises(InputError, match="source-classes.json.*arms"):
+        record.load(path)
+
+
+def test_an_arm_recorded_as_a_summary_renders_like_its_seeds() -> None:
+    from mlt.experiments.compare import class_table, map_table
+    from mlt.experiments.report import Stats
+    from mlt.experiments.runner import ArmResult
+
+    spec = load_spec("source-classes")
+    seeds = _arm(spec, "all200", [0.3, 0.5])
+    s = {m: Stats.of(seeds.values(m)) for m in ("test_mAP", "test_ap_bird", "test_ap_cat")}
+    summary = ArmResult("all200", seeds.config, "", None, summary=s, source="transcribed")
+    assert summary.seeds == 2 and pct(summary.stats("test_mAP")) == "40.0 ± 14.1"
+    assert pct(summary.stats("val_mAP")) == "n/a"
+    assert map_table({"all200": summary}) == map_table({"all200": seeds})
+    assert class_table({"a": summary}, ["bird", "cat"]) == class_table(
+        {"a": seeds}, ["bird", "cat"]
+    )
+    other = _arm(spec, "random100", [0.2, 0.21])
+    assert verdict(summary.stats("test_mAP"), other.stats("test_mAP"), +1) == verdict(
+        seeds.values("test_mAP"), other.values("test_mAP"), +1
+    )
+
+
+def test_the_committed_source_classes_record_matches_the_spec() -> None:
+    from mlt.experiments import record
+
+    spec = load_spec("source-classes")
+    arms = record.load(record.record_path(Path("docs/results"), "source-classes"))
+    assert {"all200", "random100"} <= set(arms)
+    for arm, entry in arms.items():
+        r = record.arm_result(entry, arm, spec.arm_config(arm))
+        assert r is not None and r.seeds == len(spec.seeds), arm
+        assert 0 < r.stats("test_mAP").mean < 1
 
 
 def test_assemble_orders_sections_and_rewrites_image_links(tmp_path) -> None:
@@ -220,3 +291,29 @@ def test_experiments_end_to_end_then_a_rerun_trains_nothing(ray_session, tmp_pat
     )
     assert "Not measured yet" in (out / "other.md").read_text()
     assert len(mlflow.search_runs(search_all_experiments=True)) == n_runs
+
+    # another checkout (an empty tracking store): the committed record renders the same tables,
+    # and a section it cannot render is kept, not replaced by "Not measured yet"
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    (fresh / "base.yaml").write_text(
+        (tmp_path / "base.yaml").read_text().replace(str(tmp_path / "runs"), str(fresh / "runs"))
+    )
+    (fresh / "x.yaml").write_text(
+        transfer.read_text().replace(str(tmp_path / "base.yaml"), str(fresh / "base.yaml"))
+    )
+    (fresh / "agg.yaml").write_text(
+        agg.read_text().replace(str(tmp_path / "base.yaml"), str(fresh / "base.yaml"))
+    )
+    before = (out / "x.md").read_text()
+    (out / "agg.json").unlink()
+    said.clear()
+    for spec in (fresh / "x.yaml", fresh / "agg.yaml"):
+        run_experiment(str(spec), out=out, results=results, progress=False, echo=said.append, existing=True)  # fmt: skip
+    after = (out / "x.md").read_text()
+    assert "figures read from the record `x.json`" in after
+    table_of = lambda text: text[text.index("| arm | seeds |") : text.index("**Finding**")]  # noqa: E731
+    assert table_of(after) == table_of(before) and "| pretrained | 2 |" in after
+    assert "(chosen on val)" in (out / "agg.md").read_text()
+    assert any(line.endswith("nothing measured here replaces them)") for line in said)
+    assert not (fresh / "runs" / "features").exists()  # nothing was extracted or trained

@@ -14,14 +14,15 @@ import numpy as np
 from mlt.evaluate import k_name
 from mlt.experiments.compare import Context, pending, run_arms, verdict
 from mlt.experiments.report import Section, line_plot, pct, table
-from mlt.experiments.runner import ArmResult, extraction_figures
+from mlt.experiments.runner import ArmResult
 
 
 def k_curves(result: ArmResult, ks: list, splits=("val", "test")) -> dict[str, np.ndarray]:
     """Returns split → (K, seeds) mAP of the arm's heads at each k.
 
     A head's figures are its run's ``<split>_mAP_k<k>`` metrics; those missing are computed (the
-    split's windows scored once) and logged on the head's run, so a later render reads them.
+    split's windows scored once) and logged on the head's run, so a later render reads them (an
+    arm taken from the record has no run here: its missing figures stay NaN).
     """
     from mlt import tracking
     from mlt.heads.evaluation import score_split
@@ -30,12 +31,12 @@ def k_curves(result: ArmResult, ks: list, splits=("val", "test")) -> dict[str, n
     for j, h in enumerate(result.heads):
         for split in splits:
             names = [f"{split}_mAP_k{k_name(k)}" for k in ks]
-            if not all(n in h.metrics for n in names):
+            if not all(n in h.metrics for n in names) and not result.source:
                 sc = score_split(result.config, h.run_id, split)
                 computed = {n: sc.mean_ap(k) for n, k in zip(names, ks, strict=True)}
                 tracking.log_metrics(computed, run_id=h.run_id)
                 h.metrics.update(computed)
-            out[split][:, j] = [h.metrics[n] for n in names]
+            out[split][:, j] = [h.metrics.get(n, np.nan) for n in names]
     return out
 
 
@@ -58,23 +59,23 @@ def run(ctx: Context) -> Section:
     grid_rows = []
     for arm, r in results.items():
         wc = r.config.windows
-        ex = extraction_figures(r.feature_set) if r.feature_set else {}
+        ex = r.extraction
         per_image = ex.get("windows", np.nan) / ex.get("images", np.nan) if ex else np.nan
         grid_rows.append([arm, ", ".join(f"{s:g}" for s in wc.scales), f"{wc.stride_fraction:.2f}",
-                          f"{per_image:.0f}", pct(r.values("val_mAP")), pct(r.values("test_mAP")),
-                          pct(r.values("test_mAP_area"))])  # fmt: skip
+                          f"{per_image:.0f}", pct(r.stats("val_mAP")), pct(r.stats("test_mAP")),
+                          pct(r.stats("test_mAP_area"))])  # fmt: skip
     findings = []
     for other in results:
         if other != k_arm:
             d, se, word = verdict(
-                results[k_arm].values("test_mAP"), results[other].values("test_mAP"), +1
+                results[k_arm].stats("test_mAP"), results[other].stats("test_mAP"), +1
             )
             findings.append(f"- {k_arm} − {other}: **{d:+.1f} ± {se:.1f}** test mAP points — {word} "
                             f"(the paper uses the full multi-scale grid).")  # fmt: skip
     kd = 100 * (np.nanmean(curves["test"][chosen]) - np.nanmean(curves["test"][0]))
     body = f"""
 Aggregation: the image score of a class is the power mean of its window scores,
-(mean of p^k)^(1/k); k = 1 is the mean, max the largest window. {len(results[k_arm].heads)} heads
+(mean of p^k)^(1/k); k = 1 is the mean, max the largest window. {results[k_arm].seeds} heads
 of the {k_arm} grid, each scored at every k (mean ± std over seeds):
 
 {table(["k", "val mAP", "test mAP"], krows)}

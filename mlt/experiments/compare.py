@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mlt.experiments.report import SECTIONS, Section, bar_plot, pct, table
+from mlt.experiments.report import SECTIONS, Section, Stats, bar_plot, pct, table
 from mlt.experiments.runner import ArmResult, Echo, run_arm, stage_seconds
 from mlt.experiments.spec import ExperimentSpec
 
@@ -29,6 +29,8 @@ class Context:
     arms: tuple[str, ...] = ()  # only these arms (default: every arm of the spec)
     existing: bool = False  # run nothing: tables of what has finished
     arm_overrides: dict[str, tuple[str, ...]] = field(default_factory=dict)  # set by the run
+    record: dict[str, dict] = field(default_factory=dict)  # arm → entry of the committed record
+    results: dict[str, ArmResult] = field(default_factory=dict)  # what the section showed
 
     def config(self, arm: str):
         """Returns the run config of ``arm``: the command-line overrides, then any the
@@ -37,7 +39,19 @@ class Context:
 
     def section(self, body: str, start: float, results: dict[str, ArmResult]) -> Section:
         """Returns the experiment's section: ``body``, this render's time since ``start``
-        (a ``time.perf_counter()``) and the compute time of the arms' stages."""
+        (a ``time.perf_counter()``) and the compute time of the arms' stages; keeps ``results``
+        as what the section showed (the record written after it). Arms read from the record
+        are named at the end, with where their figures come from."""
+        self.results = dict(results)
+        sources: dict[str, list[str]] = {}
+        for arm, r in results.items():
+            if r.source:
+                sources.setdefault(r.source, []).append(arm)
+        if sources:
+            body += "\n\n" + "\n".join(
+                f"Arms {', '.join(arms)}: figures read from the record `{self.spec.name}.json` "
+                f"({source}); the compute time counts only the stage times it holds."
+                for source, arms in sources.items())  # fmt: skip
         return Section(self.spec.name, self.spec.title, body, self.command,
                        time.perf_counter() - start, stage_seconds(results))  # fmt: skip
 
@@ -46,15 +60,25 @@ def run_arms(ctx: Context, arms: Sequence[str] | None = None) -> dict[str, ArmRe
     """Runs the spec's arms (or ``arms``, or the context's) with its seeds; returns arm → ArmResult.
 
     Arms left out by the context's ``arms`` are still listed when they have finished heads (their
-    caches are left alone by ``--prune``).
+    caches are left alone by ``--prune``). Such an arm with fewer scored heads in this tracking
+    store than in the experiment's record (a fresh checkout, an arm measured on another machine)
+    is taken from the record when it was made with the same config.
     """
+    from mlt.experiments import record
+
     out = {}
     for arm in arms or list(ctx.spec.arms):
         only_existing = ctx.existing or bool(ctx.arms and arm not in ctx.arms)
-        r = run_arm(arm, ctx.config(arm), ctx.spec.seeds, ctx.echo, ctx.progress,
+        config = ctx.config(arm)
+        r = run_arm(arm, config, ctx.spec.seeds, ctx.echo, ctx.progress,
                     trunk=ctx.trunks.get(arm), prune=ctx.prune and not only_existing,
                     existing=only_existing)  # fmt: skip
-        if r.heads or not only_existing:
+        if only_existing and len(r.heads) < len(ctx.spec.seeds):
+            recorded = record.arm_result(ctx.record.get(arm), arm, config)
+            if recorded is not None and recorded.seeds > len(r.heads):
+                ctx.echo(f"  taken from the record: {recorded.source}")
+                r = recorded
+        if r.seeds or not only_existing:
             out[arm] = r
     return out
 
@@ -65,7 +89,7 @@ def pending(ctx: Context, missing: Sequence[str] | str, seconds: float = 0.0) ->
     body = (f"**Not measured yet**: {', '.join(missing)} (no finished, test-scored heads in the "
             f"tracking store). `{ctx.command.replace(' --existing', '')}` runs what is missing; "
             "it reuses every finished stage.")  # fmt: skip
-    return Section(ctx.spec.name, ctx.spec.title, body, ctx.command, seconds)
+    return Section(ctx.spec.name, ctx.spec.title, body, ctx.command, seconds, measured=False)
 
 
 def target_classes(result: ArmResult) -> list[str]:
@@ -80,49 +104,51 @@ def map_table(results: dict[str, ArmResult], labels: dict[str, str] | None = Non
     labels = labels or {}
     rows = []
     for arm, r in results.items():
-        rows.append([labels.get(arm, arm), len(r.heads), pct(r.values("val_mAP")),
-                     pct(r.values("test_mAP")), pct(r.values("test_mAP_area")),
-                     pct(r.values("test_pointing_mean"))])  # fmt: skip
+        rows.append([labels.get(arm, arm), r.seeds, pct(r.stats("val_mAP")),
+                     pct(r.stats("test_mAP")), pct(r.stats("test_mAP_area")),
+                     pct(r.stats("test_pointing_mean"))])  # fmt: skip
     return table(
         ["arm", "seeds", "val mAP", "test mAP (VOC07)", "test mAP (area)", "pointing"], rows
     )
 
 
-def class_values(result: ArmResult, classes: Sequence[str], prefix: str = "test_ap_") -> np.ndarray:
-    """Returns the (C, seeds) per-class figures ``prefix + class`` of an arm's heads."""
-    return np.stack([result.values(f"{prefix}{c}") for c in classes])
+def class_stats(result: ArmResult, classes: Sequence[str], prefix: str = "test_ap_") -> list[Stats]:
+    """Returns the per-class figures ``prefix + class`` of an arm over its seeds, class order."""
+    return [result.stats(f"{prefix}{c}") for c in classes]
 
 
 def class_table(results: dict[str, ArmResult], classes: Sequence[str], prefix: str = "test_ap_",
                 labels: dict[str, str] | None = None) -> str:  # fmt: skip
     """Returns the per-class table (rows: classes and the mean; columns: arms), mean ± std."""
     labels = labels or {}
-    per = {arm: class_values(r, classes, prefix) for arm, r in results.items()}
+    per = {arm: class_stats(r, classes, prefix) for arm, r in results.items()}
     rows = [[c, *(pct(per[a][i]) for a in results)] for i, c in enumerate(classes)]
-    rows.append(["**mean**", *(pct(np.nanmean(per[a], axis=0)) for a in results)])
+    rows.append(["**mean**", *(pct(r.class_mean(list(classes), prefix)) for r in results.values())])
     return table(["class", *(labels.get(a, a) for a in results)], rows)
 
 
 def class_plot(path: Path, results: dict[str, ArmResult], classes: Sequence[str], title: str,
                prefix: str = "test_ap_", ylabel: str = "test AP (%)") -> Path:  # fmt: skip
     """Draws per-class bars, one series per arm (error bars over seeds); returns the PNG path."""
-    series = {arm: class_values(r, classes, prefix) for arm, r in results.items()}
+    series = {arm: class_stats(r, classes, prefix) for arm, r in results.items()}
     return bar_plot(path, list(classes), series, ylabel, title)
 
 
-def verdict(a: np.ndarray, b: np.ndarray, paper_diff: float) -> tuple[float, float, str]:
+def verdict(
+    a: Stats | np.ndarray, b: Stats | np.ndarray, paper_diff: float
+) -> tuple[float, float, str]:
     """Returns (a − b in points, its standard error in points, a verdict against the paper's sign).
 
-    The error is the head-seed noise only (one trunk per arm): 'reproduces' when the gap has the
-    paper's sign and exceeds two standard errors, 'reversed' when the opposite, else 'within noise'.
-    ``paper_diff`` 0 (the paper gives no direction): 'beyond head-seed noise' or 'within noise'.
+    ``a`` and ``b``: per-seed values or their Stats. The error is the head-seed noise only (one
+    trunk per arm): 'reproduces' when the gap has the paper's sign and exceeds two standard
+    errors, 'reversed' when the opposite, else 'within noise'. ``paper_diff`` 0 (the paper gives
+    no direction): 'beyond head-seed noise' or 'within noise'.
     """
-    a, b = np.asarray(a, float), np.asarray(b, float)
-    a, b = a[np.isfinite(a)], b[np.isfinite(b)]
-    if not len(a) or not len(b):
+    a, b = Stats.of(a), Stats.of(b)
+    if not a.n or not b.n:
         return float("nan"), float("nan"), "not measured yet"
-    diff = 100 * (a.mean() - b.mean())
-    se = 100 * float(np.sqrt(_var(a) / len(a) + _var(b) / len(b)))
+    diff = 100 * (a.mean - b.mean)
+    se = 100 * float(np.sqrt(a.std**2 / a.n + b.std**2 / b.n))
     if abs(diff) <= 2 * se or diff == 0:
         word = "within head-seed noise"
     elif paper_diff == 0:
@@ -132,7 +158,3 @@ def verdict(a: np.ndarray, b: np.ndarray, paper_diff: float) -> tuple[float, flo
     else:
         word = "reversed compared with the paper"
     return float(diff), se, word
-
-
-def _var(v: np.ndarray) -> float:
-    return float(v.var(ddof=1)) if len(v) > 1 else 0.0

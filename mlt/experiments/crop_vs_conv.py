@@ -6,7 +6,6 @@ import time
 
 from mlt.experiments.compare import Context, map_table, pending, run_arms, verdict
 from mlt.experiments.report import Section, duration, table
-from mlt.experiments.runner import extraction_figures
 
 
 def run(ctx: Context) -> Section:
@@ -17,14 +16,14 @@ def run(ctx: Context) -> Section:
         return pending(ctx, sorted(set(ctx.spec.arms) - set(results)))
     rows, secs = [], {}
     for arm, r in results.items():
-        ex = extraction_figures(r.feature_set) if r.feature_set else {}
+        ex = r.extraction
         secs[arm] = ex.get("extract_seconds", float("nan"))
         rows.append([arm, r.config.extract.mode, f"{ex.get('windows', float('nan')):,.0f}",
                      duration(secs[arm]), f"{ex.get('windows_per_s', float('nan')):,.0f}",
                      f"{ex.get('disk_bytes', float('nan')) / 2**30:.2f}"])  # fmt: skip
     names = list(results)
     d, se, word = verdict(
-        results[names[0]].values("test_mAP"), results[names[1]].values("test_mAP"), 0
+        results[names[0]].stats("test_mAP"), results[names[1]].stats("test_mAP"), 0
     )
     speed = secs[names[0]] / secs[names[1]] if secs[names[1]] else float("nan")
     body = f"""

@@ -15,7 +15,7 @@ import numpy as np
 from mlt.experiments.compare import (
     Context,
     class_plot,
-    class_values,
+    class_stats,
     pending,
     run_arms,
     target_classes,
@@ -37,21 +37,24 @@ def run(ctx: Context) -> Section:
     classes = target_classes(r)
     ds = VocDataset(Path(r.config.data.target), limit=r.config.data.target_limit)
     chance = pointing_chance(ds.iter_annotations(r.config.data.test_split), classes)
-    rows = [[c, *(pct(class_values(x, [c], "test_pointing_")[0]) for x in results.values()),
+    rows = [[c, *(pct(class_stats(x, [c], "test_pointing_")[0]) for x in results.values()),
              pct([chance[i]])] for i, c in enumerate(classes)]  # fmt: skip
-    rows.append(["**mean**", *(pct(x.values("test_pointing_mean")) for x in results.values()),
+    rows.append(["**mean**", *(pct(x.stats("test_pointing_mean")) for x in results.values()),
                  pct([np.nanmean(chance)])])  # fmt: skip
     plot = class_plot(ctx.out / "localisation-pointing.png", results, classes,
                       "Pointing accuracy per class (test)", prefix="test_pointing_",
                       ylabel="pointing accuracy (%)")  # fmt: skip
     maps = ctx.out / "maps"
-    for old in maps.glob("*.png") if maps.is_dir() else []:
-        old.unlink()
-    ev = run_evaluate(r.config, r.heads[0].run_id, "test", overlay_dir=maps,
-                      n_overlays=int(ctx.spec.options.get("figures", 3)), log=False)  # fmt: skip
-    figures = "\n".join(f"![{p.split('/')[-1]}](./maps/{p.split('/')[-1]})" for p in ev["overlays"])
+    if r.source:  # taken from the record: its head is not here to draw, the maps drawn stay
+        overlays = sorted(str(p) for p in maps.glob("*.png"))
+    else:
+        for old in maps.glob("*.png") if maps.is_dir() else []:
+            old.unlink()
+        overlays = run_evaluate(r.config, r.heads[0].run_id, "test", overlay_dir=maps,
+                                n_overlays=int(ctx.spec.options.get("figures", 3)), log=False)["overlays"]  # fmt: skip
+    figures = "\n".join(f"![{p.split('/')[-1]}](./maps/{p.split('/')[-1]})" for p in overlays)
     body = f"""
-Pointing accuracy on TinyVOC test ({arm} grid, {len(r.heads)} seeds, mean ± std), the fraction
+Pointing accuracy on TinyVOC test ({arm} grid, {r.seeds} seeds, mean ± std), the fraction
 of (image, present class) pairs whose score-map peak falls inside a box of that class; chance =
 the same for a peak at a uniformly random pixel (the share of the image the class's boxes cover):
 

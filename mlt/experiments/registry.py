@@ -46,7 +46,13 @@ def run_experiment(
     prune: bool = False, progress: bool = True, echo: Callable[[str], None] = print,
     command: str = "", arms: tuple[str, ...] = (), existing: bool = False,
 ) -> Path:  # fmt: skip
-    """Runs experiment ``name``, writes its section and re-assembles ``results``; returns the section path."""
+    """Runs experiment ``name``, writes its section and its record (:mod:`mlt.experiments.record`)
+    and re-assembles ``results``; returns the section path.
+
+    A section with nothing measured (no arm in the tracking store nor in the record) does not
+    replace a section with figures: that one is kept, and the echo says so.
+    """
+    from mlt.experiments import record
     from mlt.experiments.compare import Context
 
     spec = load_spec(name)
@@ -57,15 +63,29 @@ def run_experiment(
             )
     module = importlib.import_module(module_name(spec.kind))
     ctx = Context(spec, tuple(overrides), echo, progress, prune, command or f"mlt experiment {name}",
-                  Path(out), arms=tuple(arms), existing=existing)  # fmt: skip
+                  Path(out), arms=tuple(arms), existing=existing,
+                  record=record.load(record.record_path(Path(out), spec.name)))  # fmt: skip
     section = module.run(ctx)
+    kept = Path(out) / f"{spec.name}.md"
+    if not section.measured and kept.is_file() and _has_figures(kept):
+        echo(f"{kept}: kept (its figures are not in this tracking store nor in the record; "
+             f"nothing measured here replaces them)")  # fmt: skip
+        assemble(Path(out), Path(results), intro(overrides))
+        return kept
     notes = spec.options.get("notes")
     if notes and not overrides and "Not measured yet" not in section.body:
         # the notes discuss the spec's own figures: a run with overrides (another target) has others
         section.body += f"\n\n**Discussion** (the spec's notes, written after reading the figures). {notes.strip()}\n"
     path = write_section(section, Path(out))
+    if ctx.results:
+        record.write(record.record_path(Path(out), spec.name), spec.name, ctx.results, ctx.record)
     assemble(Path(out), Path(results), intro(overrides))
     return path
+
+
+def _has_figures(section: Path) -> bool:
+    """Returns whether a written section holds measured figures (not only what is missing)."""
+    return "**Not measured yet**" not in section.read_text()
 
 
 def intro(overrides: tuple[str, ...] = ()) -> str:

@@ -39,6 +39,7 @@ class Section:
     command: str
     seconds: float
     compute_seconds: float = float("nan")
+    measured: bool = True  # False: nothing measured yet (the body says what is missing)
 
     def markdown(self) -> str:
         """Returns the section's markdown: title, command and times, then the body.
@@ -64,15 +65,39 @@ def duration(seconds: float) -> str:
     return f"{s // 3600} h {s % 3600 // 60} min"
 
 
-def pct(values: Sequence[float] | np.ndarray) -> str:
+@dataclass(frozen=True)
+class Stats:
+    """A figure over head seeds: its mean, standard deviation (ddof 1; 0 for one seed) and count.
+
+    What tables, plots and verdicts need; it comes from per-seed values (:meth:`of`) or, for an
+    arm whose seeds were not kept, from a recorded summary (:mod:`mlt.experiments.record`).
+    """
+
+    mean: float
+    std: float
+    n: int
+
+    @classmethod
+    def of(cls, values: Stats | Sequence[float] | np.ndarray) -> Stats:
+        """Returns ``values`` unchanged when already Stats, else the Stats of their finite values
+        (mean NaN and n 0 when none is finite)."""
+        if isinstance(values, Stats):
+            return values
+        v = np.asarray(values, dtype=np.float64).ravel()
+        v = v[np.isfinite(v)]
+        if not len(v):
+            return cls(float("nan"), float("nan"), 0)
+        return cls(float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else 0.0, len(v))
+
+
+def pct(values: Stats | Sequence[float] | np.ndarray) -> str:
     """Returns ``mean ± std`` of fractions as percentages (one value: just the value)."""
-    v = np.asarray(values, dtype=np.float64)
-    v = v[np.isfinite(v)]
-    if not len(v):
+    s = Stats.of(values)
+    if not s.n:
         return "n/a"
-    if len(v) == 1:
-        return f"{100 * v[0]:.1f}"
-    return f"{100 * v.mean():.1f} ± {100 * v.std(ddof=1):.1f}"
+    if s.n == 1:
+        return f"{100 * s.mean:.1f}"
+    return f"{100 * s.mean:.1f} ± {100 * s.std:.1f}"
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
@@ -103,22 +128,22 @@ def _save(fig, path: Path) -> Path:
     return path
 
 
-def bar_plot(path: Path, groups: Sequence[str], series: dict[str, np.ndarray], ylabel: str,
-             title: str) -> Path:  # fmt: skip
-    """Draws grouped bars: per group one bar per series (mean over the rows of its (G, S) or (G,)
-    array, error bars = std over seeds); returns the PNG's path."""
+def bar_plot(path: Path, groups: Sequence[str], series: dict[str, np.ndarray | Sequence[Stats]],
+             ylabel: str, title: str) -> Path:  # fmt: skip
+    """Draws grouped bars: per group one bar per series (the mean over the row of its (G, S) or
+    (G,) array, or its Stats per group; error bars = std over seeds); returns the PNG's path."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(max(6, 0.55 * len(groups) * max(1, len(series))), 3.6))
     width = 0.8 / max(1, len(series))
     x = np.arange(len(groups))
     for i, (name, values) in enumerate(series.items()):
-        v = np.asarray(values, dtype=np.float64)
-        v = v[:, None] if v.ndim == 1 else v
-        mean = np.nanmean(v, axis=1) * 100
-        err = np.nanstd(v, axis=1, ddof=1) * 100 if v.shape[1] > 1 else None
-        ax.bar(
-            x + (i - (len(series) - 1) / 2) * width, mean, width, yerr=err, capsize=2, label=name
-        )
+        if isinstance(values, np.ndarray):
+            values = values[:, None] if values.ndim == 1 else values
+        stats = [Stats.of(row) for row in values]
+        mean = np.array([s.mean for s in stats]) * 100
+        err = np.array([s.std if s.n > 1 else np.nan for s in stats]) * 100
+        ax.bar(x + (i - (len(series) - 1) / 2) * width, mean, width,
+               yerr=None if np.isnan(err).all() else err, capsize=2, label=name)  # fmt: skip
     ax.set_xticks(
         x,
         groups,

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from mlt.config import RunConfig
+from mlt.experiments.report import Stats
 from mlt.pipeline import (
     DIGEST_TAG,
     evaluate_stage,
@@ -31,26 +32,63 @@ Echo = Callable[[str], None]
 
 @dataclass
 class HeadFigures:
-    """One trained head: its seed, MLflow run id and every metric of the run (val_…, test_…)."""
+    """One trained head: its seed, MLflow run id, every metric of the run (val_…, test_…) and
+    the run's wall time."""
 
     seed: int
     run_id: str
     metrics: dict[str, float]
+    seconds: float = float("nan")
+
+
+#: The metric that is the mean over classes of the per-class metrics ``<prefix><class>``.
+CLASS_MEAN = {"test_ap_": "test_mAP", "val_ap_": "val_mAP"}
 
 
 @dataclass
 class ArmResult:
-    """What an arm produced: its config, trunk, feature set (when extracted) and heads."""
+    """What an arm produced: its config, trunk (and its run's figures), feature set (and its
+    extraction figures) and heads.
+
+    ``source`` is empty for an arm found in (or run into) this tracking store, else where its
+    figures were read from (:mod:`mlt.experiments.record`); ``summary`` holds metric → Stats for
+    an arm recorded without its per-seed heads.
+    """
 
     arm: str
     config: RunConfig
     trunk: str
     feature_set: str | None
     heads: list[HeadFigures] = field(default_factory=list)
+    trunk_info: dict[str, Any] = field(default_factory=dict)
+    extraction: dict[str, Any] = field(default_factory=dict)
+    summary: dict[str, Stats] = field(default_factory=dict)
+    source: str = ""
+
+    @property
+    def seeds(self) -> int:
+        """Returns how many head seeds the arm's figures are over."""
+        if self.heads:
+            return len(self.heads)
+        return max((s.n for s in self.summary.values()), default=0)
 
     def values(self, metric: str) -> np.ndarray:
         """Returns the metric of every head (NaN where a head lacks it), in seed order."""
         return np.array([h.metrics.get(metric, np.nan) for h in self.heads], dtype=np.float64)
+
+    def stats(self, metric: str) -> Stats:
+        """Returns the metric over the arm's seeds (from its heads, else its recorded summary)."""
+        if self.heads or not self.summary:
+            return Stats.of(self.values(metric))
+        return self.summary.get(metric, Stats.of([]))
+
+    def class_mean(self, classes: list[str], prefix: str = "test_ap_") -> Stats:
+        """Returns the mean over ``classes`` of the ``<prefix><class>`` metrics, over seeds
+        (each seed's class mean first, then mean ± std of those)."""
+        if self.heads or not self.summary:
+            per = np.stack([self.values(f"{prefix}{c}") for c in classes])
+            return Stats.of(np.nanmean(per, axis=0))
+        return self.stats(CLASS_MEAN.get(prefix, f"{prefix}mean"))
 
 
 def head_digest(config: RunConfig, trunk: str) -> str:
@@ -71,7 +109,7 @@ def trunk_figures(trunk: str) -> dict[str, Any]:
     """Returns a trunk run's final metrics plus ``seconds`` (its wall time) and ``classes``."""
     import mlflow
 
-    if not trunk:
+    if not _is_run_id(trunk):
         return {"seconds": float("nan")}
     run = mlflow.get_run(trunk)
     out: dict[str, Any] = dict(run.data.metrics)
@@ -129,7 +167,7 @@ def run_arm(
             echo("  not pretrained yet")
             return ArmResult(arm, config, "", None)
     trunk = ensure_trunk(config, echo, progress, trunk)
-    result = ArmResult(arm, config, trunk, None)
+    result = ArmResult(arm, config, trunk, None, trunk_info=trunk_figures(trunk))
     for seed in seeds:
         cfg = seeded(config, seed)
         digest = head_digest(cfg, trunk)
@@ -154,7 +192,9 @@ def run_arm(
                 result.feature_set = ensure_features(config, trunk, echo, progress)
             evaluate_stage(cfg, run_id, lambda line: None)
             metrics = mlflow.get_run(run_id).data.metrics
-        result.heads.append(HeadFigures(seed, run_id, dict(metrics)))
+        result.heads.append(HeadFigures(seed, run_id, dict(metrics), run_seconds(run_id)))
+    if result.feature_set:
+        result.extraction = extraction_figures(result.feature_set)
     if prune and result.feature_set:
         removed = prune_cache(cache_dir(config), result.feature_set)
         if removed:
@@ -167,16 +207,16 @@ def run_arm(
 def stage_seconds(results: dict[str, ArmResult] | list[ArmResult]) -> float:
     """Returns the summed wall time of the arms' stage runs: trunks, extractions, heads.
 
-    A trunk or feature set shared by several arms is counted once.
+    A trunk or feature set shared by several arms is counted once; a stage whose time is not
+    known (an arm recorded without it) counts 0.
     """
     arms = list(results.values()) if isinstance(results, dict) else list(results)
-    total = 0.0
-    for trunk in {r.trunk for r in arms if r.trunk}:
-        total += np.nan_to_num(run_seconds(trunk)) if _is_run_id(trunk) else 0.0
-    for set_id in {r.feature_set for r in arms if r.feature_set}:
-        total += float(extraction_figures(set_id).get("extract_seconds", 0.0))
-    total += sum(np.nan_to_num(run_seconds(h.run_id)) for r in arms for h in r.heads)
-    return float(total)
+    trunks = {r.trunk: r.trunk_info.get("seconds", np.nan) for r in arms if r.trunk}
+    sets = {
+        r.feature_set: r.extraction.get("extract_seconds", np.nan) for r in arms if r.feature_set
+    }
+    heads = [h.seconds for r in arms for h in r.heads]
+    return float(np.nansum([*trunks.values(), *sets.values(), *heads]))
 
 
 def _is_run_id(ref: str) -> bool:

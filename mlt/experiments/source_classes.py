@@ -13,8 +13,8 @@ import numpy as np
 from mlt.experiments.compare import (
     Context,
     class_plot,
+    class_stats,
     class_table,
-    class_values,
     map_table,
     pending,
     run_arms,
@@ -22,7 +22,6 @@ from mlt.experiments.compare import (
     verdict,
 )  # fmt: skip
 from mlt.experiments.report import Section, bar_plot, duration, pct, table
-from mlt.experiments.runner import trunk_figures
 
 
 def run(ctx: Context) -> Section:
@@ -35,10 +34,10 @@ def run(ctx: Context) -> Section:
     classes = target_classes(first)
     trunks = []
     for arm, r in results.items():
-        t = trunk_figures(r.trunk)
+        t = r.trunk_info
         sub = r.config.data.subset
         trunks.append([arm, sub.kind, t.get("classes"), pct([t.get("val_top1", float("nan"))]),
-                       duration(t["seconds"]), f"`{r.trunk}`"])  # fmt: skip
+                       duration(t.get("seconds", float("nan"))), f"`{r.trunk}`"])  # fmt: skip
     plot = class_plot(ctx.out / "source-classes.png", results, classes,
                       "Source classes: test AP per class")  # fmt: skip
     parts = [
@@ -65,14 +64,16 @@ Per class (test AP, VOC07):
              ("all200", "random100"), ("random100", "unrelated100")]  # fmt: skip
     for a, b in pairs:
         if a in results and b in results:
-            d, se, word = verdict(results[a].values("test_mAP"), results[b].values("test_mAP"), +1)
+            d, se, word = verdict(results[a].stats("test_mAP"), results[b].stats("test_mAP"), +1)
             findings.append(f"- {a} − {b}: **{d:+.1f} ± {se:.1f}** test mAP points — {word}.")
     gains = {}
     for other in ("random100", "unrelated100"):
         if "related100" in results and other in results:
-            rel = np.nanmean(class_values(results["related100"], classes), axis=1)
-            oth = np.nanmean(class_values(results[other], classes), axis=1)
-            gains[f"related − {other}"] = rel - oth
+            rel = class_stats(results["related100"], classes)
+            oth = class_stats(results[other], classes)
+            gains[f"related − {other}"] = np.array(
+                [r.mean - o.mean for r, o in zip(rel, oth, strict=True)]
+            )
     if gains:
         rows = [[c, *(f"{100 * g[i]:+.1f}" for g in gains.values())] for i, c in enumerate(classes)]
         gplot = bar_plot(ctx.out / "source-classes-gains.png", classes,

@@ -23,7 +23,7 @@ from mlt.experiments.compare import (
     verdict,
 )
 from mlt.experiments.report import Section, duration, pct, table
-from mlt.experiments.runner import ArmResult, trunk_figures
+from mlt.experiments.runner import ArmResult
 
 PAPER = {"pretrained": 78.7, "scratch": 70.9}
 
@@ -45,7 +45,7 @@ def pairs(ctx: Context) -> list[tuple[str, str]]:
 def _finding(pre: str, scratch: str, results: dict[str, ArmResult]) -> str:
     """Returns the verdict line of one pair (its images: the scratch arm's head.train_images)."""
     n = results[scratch].config.head.train_images
-    diff, se, word = verdict(results[pre].values("test_mAP"), results[scratch].values("test_mAP"),
+    diff, se, word = verdict(results[pre].stats("test_mAP"), results[scratch].stats("test_mAP"),
                              PAPER["pretrained"] - PAPER["scratch"])  # fmt: skip
     images = f"the first {n} train images" if n else "every train image"
     return f"- {pre} − {scratch} ({images}): **{diff:+.1f} ± {se:.1f}** test mAP points: {word}."
@@ -76,9 +76,9 @@ def run(ctx: Context) -> Section:
                       "Transfer vs no pretraining: test AP per class")  # fmt: skip
     trunks = []
     for arm, r in results.items():
-        t = trunk_figures(r.trunk)
+        t = r.trunk_info
         trunks.append([arm, r.config.data.source, t.get("classes"), r.config.pretrain.epochs,
-                       pct([t.get("val_top1", float("nan"))]), duration(t["seconds"]), f"`{r.trunk}`"])  # fmt: skip
+                       pct([t.get("val_top1", float("nan"))]), duration(t.get("seconds", float("nan"))), f"`{r.trunk}`"])  # fmt: skip
     heads = [[arm, r.config.head.train_images or "all"] for arm, r in results.items()]
     missing = sorted(set(ctx.spec.arms) - set(results))
     body = f"""

@@ -33,7 +33,7 @@ def run(ctx: Context) -> Section:
     classes = target_classes(results[names[0]])
     plot = class_plot(ctx.out / "unfrozen-classes.png", results, classes,
                       "Boxed protocol: frozen vs retrained FC6, test AP per class")  # fmt: skip
-    d, se, word = verdict(results[names[1]].values("test_mAP"), results[names[0]].values("test_mAP"),
+    d, se, word = verdict(results[names[1]].stats("test_mAP"), results[names[0]].stats("test_mAP"),
                           PAPER["fc6"] - PAPER["frozen"])  # fmt: skip
     body = f"""
 Boxed protocol: one square window per object box (mirror-padded past the image), the head names
