@@ -228,10 +228,10 @@ def test_local_ray_dashboard_binds_to_the_loopback(monkeypatch: pytest.MonkeyPat
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     monkeypatch.delenv("MLT_RAY_DASHBOARD", raising=False)
     ensure_ray(1)
-    assert seen["dashboard_host"] == "127.0.0.1" and seen["include_dashboard"] is False
-    monkeypatch.setenv("MLT_RAY_DASHBOARD", "1")
-    ensure_ray(1)
     assert seen["dashboard_host"] == "127.0.0.1" and seen["include_dashboard"] is True
+    monkeypatch.setenv("MLT_RAY_DASHBOARD", "0")
+    ensure_ray(1)
+    assert seen["dashboard_host"] == "127.0.0.1" and seen["include_dashboard"] is False
 
 
 def test_mlflow_server_binds_to_the_loopback_by_default() -> None:
