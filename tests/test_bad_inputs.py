@@ -229,9 +229,14 @@ def test_local_ray_dashboard_binds_to_the_loopback(monkeypatch: pytest.MonkeyPat
     monkeypatch.delenv("MLT_RAY_DASHBOARD", raising=False)
     ensure_ray(1)
     assert seen["dashboard_host"] == "127.0.0.1" and seen["include_dashboard"] is True
+    # the workers are told this cluster's own State API (tests/test_raysession.py: why)
+    api = seen["runtime_env"]["env_vars"]["RAY_API_SERVER_ADDRESS"]
+    assert api == f"http://127.0.0.1:{seen['dashboard_port']}"
+    seen.clear()
     monkeypatch.setenv("MLT_RAY_DASHBOARD", "0")
     ensure_ray(1)
     assert seen["dashboard_host"] == "127.0.0.1" and seen["include_dashboard"] is False
+    assert "runtime_env" not in seen
 
 
 def test_mlflow_server_binds_to_the_loopback_by_default() -> None:
