@@ -43,7 +43,7 @@ TRAIN = textwrap.dedent(
 
 @pytest.mark.slow
 def test_training_beside_another_clusters_dashboard_is_left_alone(ray_session, tmp_path) -> None:
-    # this session's Ray (ray_session) has its dashboard on 127.0.0.1, 8265 when it was free
+    # two clusters on the machine: this session's (ray_session, its own dashboard) and the child's
     env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "MLT_RAY_DASHBOARD")}
     proc = subprocess.run([sys.executable, "-c", "import sys\n" + TRAIN, str(tmp_path)],
                           env=env, capture_output=True, text=True, timeout=300)  # fmt: skip
