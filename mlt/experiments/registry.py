@@ -21,8 +21,10 @@ and every choice on val; test touched only for the figures below. mAP is the VOC
 form unless "area" is said. "± " is the standard deviation over head seeds (3 seeds per arm):
 pretraining runs are single (each costs 15–90 min here), so differences between trunks smaller
 than a pretraining seed's spread are not established. Each section names the command that made
-it (`make results` runs them all) and its wall time; a rerun reuses every finished stage. The
-figures behind a section are kept beside it (`results/NAME.json`), so any checkout re-renders it.
+it (`make results` runs them all) and its wall time; a rerun reuses every finished stage. Each
+render keeps its figures beside the section (`results/NAME.json`), so another checkout can
+render it again; a section whose figures are neither there nor in the tracking store is kept
+as written.
 """
 
 
