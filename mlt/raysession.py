@@ -6,9 +6,11 @@ State API, which Ray Train's placement-group cleaner asks every second whether t
 controller lives. Without it the cleaner warns every second of a pretraining run; told no
 address, it asks whatever answers at 127.0.0.1:8265 (another cluster's dashboard says the
 controller is gone, and the training worker is destroyed mid-run) or, with several clusters on
-the machine, fails. ``MLT_RAY_DASHBOARD=0`` leaves the dashboard out. Note: Ray 2.60 maps a loopback node address to
-the machine's own IP on purpose, and its GCS/raylet gRPC servers listen on every interface;
-keep such hosts behind a firewall (see docs), as Ray's security guide says.
+the machine, fails. ``MLT_RAY_DASHBOARD=0`` leaves the dashboard out.
+
+Note: Ray 2.60 maps a loopback node address to the machine's own IP on purpose, and its
+GCS/raylet gRPC servers listen on every interface; keep such hosts behind a firewall (see docs),
+as Ray's security guide says.
 """
 
 from __future__ import annotations

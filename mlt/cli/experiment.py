@@ -22,7 +22,7 @@ from mlt.cli.options import progress_option
 @click.option("--arm", "arms", multiple=True,
               help="Run only this arm (repeatable); the others appear when already finished.")  # fmt: skip
 @click.option("--existing", is_flag=True,
-              help="Run nothing: render the tables of what has finished (missing arms/seeds left out).")  # fmt: skip
+              help="Run nothing: render the tables of what has finished, in the tracking store or the record OUT/NAME.json (missing arms/seeds left out).")  # fmt: skip
 @progress_option
 def experiment(name: str, overrides: tuple[str, ...], out: str, results: str, prune: bool,
                arms: tuple[str, ...], existing: bool, no_progress: bool) -> None:  # fmt: skip
