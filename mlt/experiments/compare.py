@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mlt.experiments import record
 from mlt.experiments.report import SECTIONS, Section, Stats, bar_plot, pct, table
 from mlt.experiments.runner import ArmResult, Echo, run_arm, stage_seconds
 from mlt.experiments.spec import ExperimentSpec
@@ -64,8 +65,6 @@ def run_arms(ctx: Context, arms: Sequence[str] | None = None) -> dict[str, ArmRe
     store than in the experiment's record (a fresh checkout, an arm measured on another machine)
     is taken from the record when it was made with the same config.
     """
-    from mlt.experiments import record
-
     out = {}
     for arm in arms or list(ctx.spec.arms):
         only_existing = ctx.existing or bool(ctx.arms and arm not in ctx.arms)
@@ -83,10 +82,14 @@ def run_arms(ctx: Context, arms: Sequence[str] | None = None) -> dict[str, ArmRe
     return out
 
 
+#: How a section with nothing measured starts (:func:`pending`).
+PENDING = "**Not measured yet**"
+
+
 def pending(ctx: Context, missing: Sequence[str] | str, seconds: float = 0.0) -> Section:
     """Returns the section of an experiment whose arms are not all measured yet."""
     missing = [missing] if isinstance(missing, str) else list(missing)
-    body = (f"**Not measured yet**: {', '.join(missing)} (no finished, test-scored heads in the "
+    body = (f"{PENDING}: {', '.join(missing)} (no finished, test-scored heads in the "
             f"tracking store). `{ctx.command.replace(' --existing', '')}` runs what is missing; "
             "it reuses every finished stage.")  # fmt: skip
     return Section(ctx.spec.name, ctx.spec.title, body, ctx.command, seconds, measured=False)

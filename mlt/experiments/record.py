@@ -117,7 +117,7 @@ def write(path: Path, name: str, results: dict[str, ArmResult],
     arms = {a: e for a, e in (kept or {}).items() if a not in results}
     arms.update({a: entry(r) for a, r in results.items()})
     text = json.dumps({"experiment": name, "arms": dict(sorted(arms.items()))}, indent=1,
-                      sort_keys=False, allow_nan=False)  # fmt: skip
+                      allow_nan=False)  # fmt: skip
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".tmp-{path.name}")
     tmp.write_text(text + "\n")

@@ -88,7 +88,9 @@ def run_experiment(
 
 def _has_figures(section: Path) -> bool:
     """Returns whether a written section holds measured figures (not only what is missing)."""
-    return "**Not measured yet**" not in section.read_text()
+    from mlt.experiments.compare import PENDING
+
+    return PENDING not in section.read_text()
 
 
 def intro(overrides: tuple[str, ...] = ()) -> str:

@@ -72,20 +72,25 @@ class ArmResult:
             return len(self.heads)
         return max((s.n for s in self.summary.values()), default=0)
 
+    @property
+    def per_seed(self) -> bool:
+        """Returns whether the figures come from per-seed heads (else from a recorded summary)."""
+        return bool(self.heads) or not self.summary
+
     def values(self, metric: str) -> np.ndarray:
         """Returns the metric of every head (NaN where a head lacks it), in seed order."""
         return np.array([h.metrics.get(metric, np.nan) for h in self.heads], dtype=np.float64)
 
     def stats(self, metric: str) -> Stats:
         """Returns the metric over the arm's seeds (from its heads, else its recorded summary)."""
-        if self.heads or not self.summary:
+        if self.per_seed:
             return Stats.of(self.values(metric))
         return self.summary.get(metric, Stats.of([]))
 
     def class_mean(self, classes: list[str], prefix: str = "test_ap_") -> Stats:
         """Returns the mean over ``classes`` of the ``<prefix><class>`` metrics, over seeds
         (each seed's class mean first, then mean ± std of those)."""
-        if self.heads or not self.summary:
+        if self.per_seed:
             per = np.stack([self.values(f"{prefix}{c}") for c in classes])
             return Stats.of(np.nanmean(per, axis=0))
         return self.stats(CLASS_MEAN.get(prefix, f"{prefix}mean"))
